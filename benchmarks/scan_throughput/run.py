@@ -1,0 +1,179 @@
+"""Scan throughput: batched engine vs one tool process per sample vs cache vs the tools' CLIs.
+
+Samples are real functions: the before/after versions of SVEN and SafeCoder fix pairs
+(``../shared/data``). Scanners: Bandit + Semgrep (ICD rule pack). Prints samples/s for each
+path and the ratios the acceptance criteria name:
+
+    python benchmarks/scan_throughput/run.py [--samples 600] [--naive-subset 24]
+
+The naive path (a fresh tool process per sample, as most harnesses do) costs ~3 s per sample
+for Semgrep alone, so it is timed on a random subset and reported as a rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from vul2safe.cache import Cache
+from vul2safe.languages import detect_language, extension_for
+from vul2safe.plugins.semgrep import pack_file
+from vul2safe.scanning import ScanOptions, scan_samples
+from vul2safe.schema import Sample, SampleResult
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SCANNERS = ["bandit", "semgrep"]
+
+
+def load_samples(limit: int, seed: int = 0) -> list[Sample]:
+    """Before and after versions of real fixes, in languages our two scanners cover."""
+    records = []
+    sources = [*sorted((DATA / "sven" / "train").glob("*.jsonl"))]
+    sources.append(DATA / "safecoder" / "sec-new-desc-train.jsonl")
+    for path in sources:
+        for line in path.read_text().splitlines():
+            records.append(json.loads(line))
+    samples = []
+    for index, record in enumerate(records):
+        language = detect_language(record["file_name"])
+        if language is None:
+            continue
+        for side in ("before", "after"):
+            code = record[f"func_src_{side}"]
+            samples.append(Sample(f"{index}-{side}", code, language, f"{index}-{side}"))
+    random.Random(seed).shuffle(samples)
+    return samples[:limit]
+
+
+def engine(samples: list[Sample], cache: Cache | None, use_cache: bool) -> float:
+    shells = [SampleResult(Sample(s.id, s.code, s.language, s.path)) for s in samples]
+    started = time.perf_counter()
+    run = scan_samples(shells, SCANNERS, ScanOptions(use_cache=use_cache), cache=cache)
+    elapsed = time.perf_counter() - started
+    errors = sum(1 for r in run.results if r.errors)
+    print(f"    ({sum(bool(r.findings) for r in run.results)} flagged, {errors} with errors)")
+    return elapsed
+
+
+def write_tree(samples: list[Sample], root: Path) -> list[Path]:
+    paths = []
+    for index, sample in enumerate(samples):
+        path = root / f"s{index:05d}{extension_for(sample.language)}"
+        path.write_text(sample.code)
+        paths.append(path)
+    return paths
+
+
+def semgrep_cmd(config: Path, targets: list[str]) -> list[str]:
+    return [
+        "semgrep",
+        "scan",
+        "--json",
+        "--quiet",
+        "--metrics=off",
+        "--disable-version-check",
+        f"--config={config}",
+        *targets,
+    ]
+
+
+def bandit_cmd(targets: list[str]) -> list[str]:
+    return ["bandit", "-f", "json", "-q", "--exit-zero", *targets]
+
+
+def run_quiet(cmd: list[str]) -> None:
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=600)
+    parser.add_argument("--naive-subset", type=int, default=24)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="scan-bench-"))
+    os.environ["VUL2SAFE_HOME"] = str(workdir / "home")
+    try:
+        samples = load_samples(args.samples)
+        n = len(samples)
+        languages = sorted({s.language for s in samples})
+        print(
+            f"{n} real samples ({', '.join(languages)}), scanners: {', '.join(SCANNERS)}, "
+            f"{os.cpu_count()} cores"
+        )
+        config = pack_file("icd")  # built once, outside every timing
+
+        tree = workdir / "tree"
+        tree.mkdir()
+        paths = write_tree(samples, tree)
+        py = [str(p) for p in paths if p.suffix == ".py"]
+
+        print("(d) the tools' own CLIs once over the directory")
+        started = time.perf_counter()
+        run_quiet(semgrep_cmd(config, [str(tree)]))
+        run_quiet(bandit_cmd(["-r", str(tree)]))
+        cli_sequential = time.perf_counter() - started
+        started = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            list(
+                pool.map(
+                    run_quiet, [semgrep_cmd(config, [str(tree)]), bandit_cmd(["-r", str(tree)])]
+                )
+            )
+        cli_parallel = time.perf_counter() - started
+
+        print("(a) batched engine, cold cache")
+        cache = Cache(workdir / "cache.sqlite3")
+        batched = engine(samples, cache, use_cache=True)
+        print("(c) batched engine, warm cache")
+        cached = engine(samples, cache, use_cache=True)
+
+        print(f"(b) one tool process per sample, on a random subset of {args.naive_subset}")
+        subset = random.Random(1).sample(range(n), args.naive_subset)
+        started = time.perf_counter()
+        for index in subset:
+            run_quiet(semgrep_cmd(config, [str(paths[index])]))
+            if str(paths[index]) in py:
+                run_quiet(bandit_cmd([str(paths[index])]))
+        naive_rate = args.naive_subset / (time.perf_counter() - started)
+
+        rate = n / batched
+        print()
+        print(f"{'path':<44}{'wall s':>10}{'samples/s':>12}")
+        print(f"{'(a) batched engine (cold cache)':<44}{batched:>10.2f}{rate:>12.1f}")
+        print(
+            f"{'(b) one process per sample (subset rate)':<44}"
+            f"{n / naive_rate:>10.1f}{naive_rate:>12.2f}"
+        )
+        print(f"{'(c) cached re-scan':<44}{cached:>10.3f}{n / cached:>12.0f}")
+        print(
+            f"{'(d) tools CLIs over the dir, sequential':<44}{cli_sequential:>10.2f}"
+            f"{n / cli_sequential:>12.1f}"
+        )
+        print(
+            f"{'(d) tools CLIs over the dir, concurrent':<44}{cli_parallel:>10.2f}"
+            f"{n / cli_parallel:>12.1f}"
+        )
+        print()
+        print(f"batched / per-sample throughput:      {rate / naive_rate:8.1f}x  (goal >= 50x)")
+        print(
+            f"batched wall / CLIs-concurrent wall:  {batched / cli_parallel:8.2f}x  (goal <= 1.3x)"
+        )
+        print(f"batched wall / CLIs-sequential wall:  {batched / cli_sequential:8.2f}x")
+        print(f"cached re-scan speed-up:              {batched / cached:8.1f}x  (goal >= 50x)")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

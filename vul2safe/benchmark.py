@@ -1,0 +1,248 @@
+"""The benchmark contract: what a benchmark plugin registers and what its tasks look like.
+
+A benchmark turns a dataset into :class:`Task` objects. Functional benchmarks also know how
+to glue a model's code and the task's tests into one runnable program (:meth:`program`);
+security benchmarks only hand out prompts. Everything a result depends on is recorded: the
+benchmark's ``name`` and ``version`` (of our prompt/program assembly) and
+:func:`dataset_hash`, the content hash of the tasks that were actually loaded.
+
+Data location, one documented precedence (explicit beats implicit, local beats network):
+
+1. ``data_dir`` passed to :meth:`Benchmark.load` (``--data-dir``): a folder holding the
+   benchmark's file, or the file itself;
+2. the ``VUL2SAFE_DATA_DIR`` environment variable (same meaning);
+3. the Hugging Face Hub (``datasets`` imported lazily; fails with a message naming 1 and 2).
+
+Files may be a JSON array of records or JSONL (one record per line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vul2safe.errors import InputError, UsageError, Vul2SafeError
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "Benchmark",
+    "BenchmarkKind",
+    "DatasetUnavailable",
+    "Task",
+    "dataset_hash",
+    "read_records",
+]
+
+DATA_DIR_ENV = "VUL2SAFE_DATA_DIR"
+
+
+class DatasetUnavailable(Vul2SafeError):
+    """A benchmark's data could not be found locally nor fetched from the Hub."""
+
+
+class BenchmarkKind(str, Enum):
+    """What a benchmark measures; decides which scorers apply to its samples."""
+
+    security = "security"
+    functional = "functional"
+    both = "both"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Task:
+    """One problem handed to a model.
+
+    ``prompt`` is what the model is asked (benchmark-specific: see the plugin's docstring);
+    ``tests`` is the test code a functional program ends with; ``reference`` is the
+    canonical answer in the same form a model's answer takes, so that
+    ``benchmark.program(task, task.reference)`` must pass.
+    """
+
+    task_id: str
+    prompt: str
+    language: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tests: str | None = None
+    reference: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dataset_hash(tasks: Sequence[Task]) -> str:
+    """SHA-256 of the tasks as canonical JSON: two runs compare only if this matches.
+
+    Canonical means sorted keys, no insignificant whitespace and UTF-8, so the hash depends
+    on the content only, not on dict order or on where the data was loaded from.
+    """
+    payload = json.dumps(
+        [task.to_dict() for task in tasks],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return "sha256:" + hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records from a JSON array or a JSONL file (detected by the first non-blank char)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        bad = next((i for i, row in enumerate(data) if not isinstance(row, dict)), None)
+        if bad is not None:
+            raise InputError(f"{path}: item {bad} of the JSON array is not an object")
+        return list(data)
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{number}: expected a JSON object")
+        records.append(row)
+    return records
+
+
+class Benchmark:
+    """Base class of benchmark plugins; subclasses set the attributes and implement
+    :meth:`_load_records` and :meth:`_to_task` (and :meth:`program` when functional)."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[BenchmarkKind] = BenchmarkKind.security
+    description: ClassVar[str] = ""
+    hub_id: ClassVar[str | None] = None
+    hub_split: ClassVar[str] = "train"
+    citation: ClassVar[str] = ""
+    #: version of OUR task format (prompt and program assembly); bump when it changes
+    version: ClassVar[str] = "1"
+    language: ClassVar[str] = "python"
+    #: file names searched for in a data folder, first match wins
+    data_files: ClassVar[tuple[str, ...]] = ()
+    #: sub-folders of a data folder also searched (a shared ``VUL2SAFE_DATA_DIR``)
+    data_subdirs: ClassVar[tuple[str, ...]] = ()
+
+    # ---------------------------------------------------------------- locating the data
+
+    def _candidates(self, folder: Path) -> list[Path]:
+        dirs = [folder, *(folder / sub for sub in self.data_subdirs)]
+        return [d / name for d in dirs for name in self.data_files]
+
+    def locate(self, data_dir: Path | str | None = None) -> Path | None:
+        """The local file :meth:`load` reads, or ``None`` when it would use the Hub.
+
+        Raises :class:`DatasetUnavailable` when a folder or file was named but holds no data,
+        rather than silently falling back to the network.
+        """
+        origin = "--data-dir"
+        if data_dir is None:
+            env = os.environ.get(DATA_DIR_ENV, "").strip()
+            if not env:
+                return None
+            data_dir, origin = env, DATA_DIR_ENV
+        path = Path(data_dir).expanduser()
+        if path.is_file():
+            return path
+        if path.is_dir():
+            for candidate in self._candidates(path):
+                if candidate.is_file():
+                    return candidate
+            wanted = " or ".join(self.data_files)
+            raise DatasetUnavailable(
+                f"{origin} {path} holds no {wanted} for {self.name}; pass --data-dir DIR "
+                f"holding {self.data_files[0]} (or the file itself)"
+            )
+        raise DatasetUnavailable(
+            f"{origin} {path} does not exist; pass --data-dir DIR holding "
+            f"{self.data_files[0]} (or the file itself)"
+        )
+
+    def source(self, data_dir: Path | str | None = None) -> str:
+        """Where :meth:`load` reads from, for the result file (a path or ``hub:ID``)."""
+        path = self.locate(data_dir)
+        return str(path.resolve()) if path is not None else f"hub:{self.hub_id}"
+
+    def _hub_records(self) -> list[dict[str, Any]]:
+        hint = (
+            f"pass --data-dir DIR holding {self.data_files[0]} or set {DATA_DIR_ENV}"
+            if self.data_files
+            else f"set {DATA_DIR_ENV}"
+        )
+        if self.hub_id is None:
+            raise DatasetUnavailable(f"{self.name} has no Hub copy; {hint}")
+        message = f"could not load {self.hub_id} from the Hub (offline?); {hint}"
+        try:
+            import datasets  # heavy: only when the Hub is really needed
+        except ImportError:
+            raise DatasetUnavailable(
+                f"{message} (the `datasets` package is not installed)"
+            ) from None
+        try:
+            rows = datasets.load_dataset(self.hub_id, split=self.hub_split)
+        except Exception as exc:  # network, auth, offline mode: all mean the same to the user
+            raise DatasetUnavailable(f"{message} ({type(exc).__name__})") from exc
+        return [dict(row) for row in rows]
+
+    def _load_records(self, data_dir: Path | str | None) -> list[dict[str, Any]]:
+        path = self.locate(data_dir)
+        return self._hub_records() if path is None else read_records(path)
+
+    # ---------------------------------------------------------------- the contract
+
+    def _to_task(self, record: dict[str, Any], where: str) -> Task:
+        """One raw record → a Task; ``where`` names the record in error messages."""
+        raise NotImplementedError
+
+    def load(self, data_dir: Path | str | None = None, limit: int | None = None) -> list[Task]:
+        """The benchmark's tasks in dataset order (the first ``limit`` when given)."""
+        records = self._load_records(data_dir)
+        if limit is not None:
+            if limit < 1:
+                raise UsageError(f"--limit must be >= 1, got {limit}")
+            records = records[:limit]
+        return [self._to_task(row, f"{self.name} record {i}") for i, row in enumerate(records)]
+
+    def resolve_task_id(self, value: object) -> str:
+        """Map a task id as found in a samples file to the benchmark's own spelling."""
+        return str(value)
+
+    def completion_prefix(self, task: Task) -> str:
+        """The code a completion-mode answer continues (prepended to it in the program)."""
+        return ""
+
+    def program(self, task: Task, code: str, *, standalone: bool = False) -> str:
+        """One runnable program from a model's ``code`` and the task's tests.
+
+        ``standalone=False``: ``code`` continues :meth:`completion_prefix`;
+        ``True``: ``code`` is a whole file (a chat answer in a fenced block).
+        """
+        raise NotImplementedError(f"{self.name} is not a functional benchmark")
+
+    def describe(self) -> dict[str, Any]:
+        """The benchmark card fields recorded in result files."""
+        return {
+            "name": self.name,
+            "kind": str(self.kind),
+            "version": self.version,
+            "description": self.description,
+            "hub_id": self.hub_id,
+        }

@@ -1,0 +1,36 @@
+"""HumanEval Pro (164 tasks): self-invoking versions of OpenAI's HumanEval problems.
+
+Prompt and program assembly follow the official CodeEval-Pro harness; the exact rules are in
+:mod:`vul2safe.plugins._codeeval_pro` and ``docs/functional.md``. In short: the model is shown
+both problems (``raw_problem`` and ``new_problem``) and its answer continues
+``"```python\\n" + raw_problem.strip() + "\\n"``; a completion must supply the base body,
+the self-invoking function's signature and its body, and the program run is
+``raw_problem + completion + "\\n" + test_code``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from vul2safe import hookimpl
+from vul2safe.hookspecs import Register
+from vul2safe.plugins._codeeval_pro import CodeEvalProBenchmark
+
+
+class HumanEvalPro(CodeEvalProBenchmark):
+    name: ClassVar[str] = "humaneval-pro"
+    description: ClassVar[str] = (
+        "HumanEval Pro: 164 self-invoking Python problems built on HumanEval (pass@k)"
+    )
+    hub_id: ClassVar[str | None] = "CodeEval-Pro/humaneval-pro"
+    data_files: ClassVar[tuple[str, ...]] = (
+        "humaneval_pro.json",
+        "humaneval_pro.jsonl",
+        "refined_humaneval_pro.json",
+    )
+    id_prefix: ClassVar[str] = "HumanEvalPro"
+
+
+@hookimpl
+def register_benchmarks(register: Register) -> None:
+    register(HumanEvalPro())

@@ -1,0 +1,323 @@
+"""Semgrep with rule packs, run offline, once per batch.
+
+Default pack ``icd``: the MIT-licensed Insecure Code Detector rules that ship in the PyPI
+package ``codeshield`` (the rule set behind CodeShield and CyberSecEval) — its Semgrep rules
+for C, C++, Python, Java, JavaScript, PHP and C#, plus its regex rules translated into Semgrep
+``pattern-regex`` rules so that one semgrep process runs both. ``icd-semgrep`` is the Semgrep
+rules alone. Users add their own rule files with ``--semgrep-config``.
+
+Packs are merged into one JSON rule file under ``$VUL2SAFE_HOME/rules`` whose SHA-256 (with the
+user configs' contents) is the ``rules_hash`` recorded in every report and cache key.
+Semgrep is always called with ``--metrics=off --disable-version-check``: without them each call
+waits ~90 s for the network here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from vul2safe import hookimpl
+from vul2safe.config import home
+from vul2safe.errors import ScannerFailed, UsageError
+from vul2safe.hookspecs import Register
+from vul2safe.scanning import (
+    Availability,
+    BatchResult,
+    Scanner,
+    ScanOptions,
+    ScanTarget,
+    batch_directory,
+    run_tool,
+)
+from vul2safe.schema import Finding, normalize_cwes
+from vul2safe.severity import normalize
+
+#: ICD regex rule files → the languages they apply to (C rules hold for C++ too)
+_REGEX_LANGUAGES: dict[str, list[str]] = {
+    "c": ["c", "cpp"],
+    "cpp": ["cpp"],
+    "python": ["python"],
+    "java": ["java"],
+    "javascript": ["javascript"],
+    "php": ["php"],
+    "csharp": ["csharp"],
+    "rust": ["rust"],
+    "swift": ["swift"],
+    "ruby": ["ruby"],
+    "language_agnostic": ["regex"],
+}
+#: ICD's severity words → Semgrep's (the normalisation table then maps Semgrep's to ours)
+_ICD_TO_SEMGREP = {"error": "ERROR", "warning": "WARNING", "advice": "INFO"}
+PACKS = ("icd", "icd-semgrep")
+#: the one ICD Semgrep rule that ships without a CWE; ICD's own regex twin says CWE-120
+_MISSING_CWE = {"vulnerable-strcpy": "CWE-120"}
+_pack_lock = threading.Lock()
+
+
+def _icd_rules_dir() -> Path | None:
+    spec = importlib.util.find_spec("codeshield")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "insecure_code_detector" / "rules"
+    return path if path.is_dir() else None
+
+
+def _semgrep_command() -> tuple[str, ...] | None:
+    exe = shutil.which("semgrep")
+    if exe:
+        return (exe,)
+    sibling = Path(sys.executable).parent / "semgrep"
+    return (str(sibling),) if sibling.exists() else None
+
+
+def build_pack(pack: str) -> list[dict[str, Any]]:
+    """The rules of one pack as Semgrep rule dicts (ids de-duplicated across languages)."""
+    import yaml  # PyYAML arrives with semgrep
+
+    if pack not in PACKS:
+        raise UsageError(f"unknown semgrep rule pack {pack!r}; available: {', '.join(PACKS)}")
+    root = _icd_rules_dir()
+    if root is None:
+        raise UsageError("rule pack needs the codeshield package: `pip install codeshield`")
+    rules: dict[str, dict[str, Any]] = {}
+    for path in sorted((root / "semgrep" / "_generated_").glob("*_cyberseceval.json")):
+        for rule in json.loads(path.read_text())["rules"]:
+            metadata = rule.setdefault("metadata", {})
+            if rule["id"] in _MISSING_CWE and not metadata.get("cwe_id"):
+                metadata["cwe_id"] = _MISSING_CWE[rule["id"]]
+            rules.setdefault(rule["id"], rule)
+    if pack == "icd":
+        for language, targets in _REGEX_LANGUAGES.items():
+            path = root / "regex" / f"{language}.yaml"
+            if not path.exists():
+                continue
+            for entry in yaml.safe_load(path.read_text()) or []:
+                rule_id = f"regex-{entry['pattern_id']}"
+                rules.setdefault(rule_id, _regex_rule(rule_id, entry, targets))
+    return [rules[key] for key in sorted(rules)]
+
+
+def _regex_rule(rule_id: str, entry: dict[str, Any], languages: list[str]) -> dict[str, Any]:
+    severity = _ICD_TO_SEMGREP.get(str(entry.get("severity", "warning")).lower(), "WARNING")
+    return {
+        "id": rule_id,
+        "languages": languages,
+        "message": entry.get("description", rule_id),
+        "severity": severity,
+        "pattern-regex": entry["rule"],
+        "metadata": {"cwe_id": entry.get("cwe_id", ""), "source": "codeshield-icd-regex"},
+    }
+
+
+@cache
+def pack_file(pack: str) -> Path:
+    """Write the merged pack once (content-addressed name, so concurrent runs agree).
+
+    Rules that this Semgrep version cannot parse (one ICD Java rule, at the time of writing)
+    make every call exit 2; they are found with one validation run and left out.
+    """
+    rules = build_pack(pack)
+    text = json.dumps({"rules": rules}, sort_keys=True, indent=1)
+    version = SemgrepScanner().version()
+    digest = hashlib.sha256((version + text).encode()).hexdigest()[:16]
+    path = home() / "rules" / f"semgrep-{pack}-{digest}.json"
+    with _pack_lock:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            broken = _unparsable_rules(text, path.parent)
+            kept = [rule for rule in rules if rule["id"] not in broken]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"rules": kept}, sort_keys=True, indent=1))
+            tmp.replace(path)
+    return path
+
+
+def _unparsable_rules(text: str, workdir: Path) -> set[str]:
+    """Ids of rules Semgrep rejects, from one run over an empty file."""
+    command = _semgrep_command()
+    if command is None:
+        return set()
+    probe_dir = Path(tempfile.mkdtemp(dir=workdir))
+    try:
+        config = probe_dir / "rules.json"
+        config.write_text(text)
+        target = probe_dir / "empty.txt"
+        target.write_text("")
+        proc = run_tool(
+            [
+                *command,
+                "scan",
+                "--json",
+                "--quiet",
+                "--metrics=off",
+                "--disable-version-check",
+                f"--config={config}",
+                str(target),
+            ],
+            timeout_s=300,
+            tool="semgrep",
+        )
+        try:
+            errors = json.loads(proc.stdout).get("errors", [])
+        except json.JSONDecodeError:
+            return set()
+        return {_rule_id(e["rule_id"]) for e in errors if e.get("rule_id")}
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+
+
+def _hash_config(config: str) -> str:
+    """User configs are hashed by content (files, or every rule file in a directory)."""
+    path = Path(config)
+    digest = hashlib.sha256(config.encode())
+    if path.is_file():
+        digest.update(path.read_bytes())
+    elif path.is_dir():
+        for child in sorted(path.rglob("*")):
+            if child.suffix in {".yaml", ".yml", ".json"} and child.is_file():
+                digest.update(str(child.relative_to(path)).encode())
+                digest.update(child.read_bytes())
+    return digest.hexdigest()
+
+
+class SemgrepScanner(Scanner):
+    name = "semgrep"
+    languages = frozenset(
+        {
+            "c",
+            "cpp",
+            "python",
+            "java",
+            "javascript",
+            "typescript",
+            "php",
+            "csharp",
+            "go",
+            "ruby",
+            "rust",
+            "swift",
+            "kotlin",
+        }
+    )
+    description = "Semgrep with the CodeShield/ICD rule pack (MIT) and any --semgrep-config"
+
+    @cache  # noqa: B019 - the installed version cannot change during a run
+    def version(self) -> str:
+        try:
+            return importlib.metadata.version("semgrep")
+        except importlib.metadata.PackageNotFoundError:
+            command = _semgrep_command()
+            if command is None:
+                return "unavailable"
+            out = subprocess.run([*command, "--version"], capture_output=True, text=True)
+            return out.stdout.strip() or "unknown"
+
+    def available(self) -> Availability:
+        if _semgrep_command() is None:
+            return Availability(False, "semgrep not found; install it with `pip install semgrep`")
+        return Availability(True)
+
+    def _configs(self, options: ScanOptions) -> list[str]:
+        configs = [str(pack_file(pack)) for pack in options.semgrep_packs]
+        configs += options.semgrep_configs
+        if not configs:
+            raise UsageError("semgrep has no rules: pass --semgrep-config or a rule pack")
+        return configs
+
+    def rules_hash(self, options: ScanOptions) -> str:
+        digest = hashlib.sha256()
+        for config in self._configs(options):
+            digest.update(_hash_config(config).encode())
+        return digest.hexdigest()[:16]
+
+    def scan_batch(
+        self, targets: Sequence[ScanTarget], options: ScanOptions, timeout_s: float
+    ) -> BatchResult:
+        command = _semgrep_command()
+        assert command is not None  # guarded by available()
+        args = [
+            *command,
+            "scan",
+            "--json",
+            "--quiet",
+            "--metrics=off",
+            "--disable-version-check",
+            "--no-git-ignore",
+            f"--jobs={max(1, options.jobs)}",
+        ]
+        for config in self._configs(options):
+            args.append(f"--config={config}")
+        with batch_directory(targets) as (root, mapping):
+            proc = run_tool([*args, str(root)], timeout_s=timeout_s, tool="semgrep")
+        try:
+            report = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise ScannerFailed(
+                f"semgrep failed (exit {proc.returncode}): {tail[0][:300]}"
+            ) from None
+        if proc.returncode not in (0, 1) and not report.get("results"):
+            messages = [e.get("message", "") for e in report.get("errors", [])]
+            raise ScannerFailed(
+                f"semgrep failed (exit {proc.returncode}): "
+                f"{(messages or ['unknown error'])[0][:300]}"
+            )
+        result = parse_semgrep_json(report)
+        return BatchResult(
+            findings={mapping.get(path, path): found for path, found in result.findings.items()},
+            errors=result.errors,
+        )
+
+
+def _rule_id(check_id: str) -> str:
+    """Semgrep prefixes ids with the config's directory (``root..cache.x.rule``): drop it."""
+    return check_id.rsplit(".", 1)[-1]
+
+
+def parse_semgrep_json(report: dict[str, Any]) -> BatchResult:
+    """Semgrep's ``--json`` → findings keyed by path. Parse errors are not fatal: Semgrep
+    still matches the parts it parsed, so they are not reported as per-file errors."""
+    result = BatchResult()
+    for item in report.get("results", []):
+        extra = item.get("extra", {})
+        metadata = extra.get("metadata", {}) or {}
+        raw_cwes: list[str | int] = []
+        for key in ("cwe", "cwe_id"):
+            value = metadata.get(key)
+            if isinstance(value, list):
+                raw_cwes.extend(value)
+            elif value:
+                raw_cwes.append(value)
+        tool_severity = str(extra.get("severity", "WARNING"))
+        finding = Finding(
+            scanner="semgrep",
+            rule_id=_rule_id(item["check_id"]),
+            severity=normalize("semgrep", tool_severity),
+            tool_severity=tool_severity,
+            message=" ".join(str(extra.get("message", "")).split()),
+            path=item["path"],
+            start_line=int(item["start"]["line"]),
+            end_line=int(item["end"]["line"]),
+            start_column=int(item["start"].get("col", 1)),
+            end_column=int(item["end"].get("col", 1)),
+            cwe=normalize_cwes(raw_cwes),
+        )
+        result.findings.setdefault(item["path"], []).append(finding)
+    return result
+
+
+@hookimpl
+def register_scanners(register: Register) -> None:
+    register(SemgrepScanner())
