@@ -66,10 +66,16 @@ class ScanOptions:
 
 @dataclass
 class BatchResult:
-    """Findings keyed by target path (absent = clean), and per-file tool errors."""
+    """Findings keyed by target path (absent = clean), and per-file tool errors.
+
+    ``errors`` are the tool's own verdicts on a file (e.g. "cannot parse"): deterministic, so
+    they are cached like findings. ``failed`` marks files on which the tool itself crashed or
+    timed out; those may be transient and are never cached.
+    """
 
     findings: dict[str, list[Finding]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
 
 
 class Scanner:
@@ -332,7 +338,7 @@ def _serve_from_cache(
             job.misses.append(result)
             continue
         sample = result.sample
-        findings = [Finding.from_dict({**f, "path": sample.path}) for f in hit]
+        findings = [Finding.from_dict({**f, "path": sample.path}) for f in hit["findings"]]
         result.reports.append(
             ScanReport(
                 sample.id,
@@ -342,6 +348,7 @@ def _serve_from_cache(
                 job.version,
                 job.rules,
                 findings,
+                error=hit["error"],
                 cached=True,
             )
         )
@@ -363,7 +370,7 @@ def _scan_misses(
         started = time.perf_counter()
         outcome = _scan_isolating(job.scanner, [targets[r.sample.id] for r in chunk], options)
         elapsed = (time.perf_counter() - started) / max(1, len(chunk))
-        fresh: dict[str, list[dict[str, object]]] = {}
+        fresh: dict[str, dict[str, object]] = {}
         for result in chunk:
             sample = result.sample
             key = str(targets[sample.id].path)
@@ -384,10 +391,13 @@ def _scan_misses(
                     duration_s=elapsed,
                 )
             )
-            if error is None:
-                fresh[job.keys[sample.id]] = [
-                    {k: v for k, v in f.to_dict().items() if k != "path"} for f in findings
-                ]
+            if key not in outcome.failed:
+                fresh[job.keys[sample.id]] = {
+                    "findings": [
+                        {k: v for k, v in f.to_dict().items() if k != "path"} for f in findings
+                    ],
+                    "error": error,
+                }
         if use_cache and cache and fresh:
             cache.put_many(_NAMESPACE, fresh)
         if progress:
@@ -405,13 +415,15 @@ def _scan_isolating(
         raise
     except ScannerFailed as exc:
         if len(targets) == 1:
-            return BatchResult(errors={str(targets[0].path): str(exc)})
+            path = str(targets[0].path)
+            return BatchResult(errors={path: str(exc)}, failed={path})
         middle = len(targets) // 2
         merged = BatchResult()
         for half in (targets[:middle], targets[middle:]):
             part = _scan_isolating(scanner, half, _shrunk(options, len(half)))
             merged.findings.update(part.findings)
             merged.errors.update(part.errors)
+            merged.failed.update(part.failed)
         return merged
 
 

@@ -75,6 +75,9 @@ class ToyScanner(Scanner):
         if proc.returncode != 0:
             raise ScannerFailed(f"toy crashed with exit {proc.returncode}")
         result = BatchResult()
+        for target in targets:
+            if "UNPARSABLE" in target.path.read_text():
+                result.errors[str(target.path)] = "toy cannot parse this"
         for path, lines in json.loads(proc.stdout).items():
             result.findings[path] = [
                 Finding(
@@ -151,3 +154,19 @@ def test_input_errors_pass_through_untouched(toy: ToyScanner) -> None:
     run = scan_samples(samples, ["toy"], ScanOptions(use_cache=False))
     assert [r.errors for r in run.results] == [[], ["empty file"]]
     assert toy.calls == [1]
+
+
+def test_tool_verdicts_are_cached_but_crashes_are_not(toy: ToyScanner, tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c.sqlite3")
+    codes = {"ok": "DANGER\n", "bad": "UNPARSABLE\n", "crash": "CRASH\n"}
+    first = scan_samples(_samples(codes), ["toy"], ScanOptions(), cache=cache)
+    assert [r.errors for r in first.results] == [
+        [],
+        ["toy: toy cannot parse this"],
+        ["toy: toy crashed with exit 3"],
+    ]
+    toy.calls.clear()
+    second = scan_samples(_samples(codes), ["toy"], ScanOptions(), cache=cache)
+    assert toy.calls == [1]  # only the crashed file is tried again
+    assert [r.errors for r in second.results] == [r.errors for r in first.results]
+    assert [r.reports[0].cached for r in second.results] == [True, True, False]

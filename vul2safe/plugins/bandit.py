@@ -131,7 +131,7 @@ def parse_bandit_json(report: dict[str, object]) -> BatchResult:
         )
         result.findings.setdefault(str(Path(item["filename"])), []).append(finding)
     for error in report.get("errors", []) or []:  # type: ignore[union-attr]
-        result.errors[str(Path(error["filename"]))] = f"bandit: {error['reason']}"
+        result.errors[str(Path(error["filename"]))] = str(error["reason"])
     return result
 
 

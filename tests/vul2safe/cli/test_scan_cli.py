@@ -149,3 +149,41 @@ def test_rescan_is_served_from_cache(project: Path, tmp_path: Path) -> None:
     assert first["results"][0]["findings"] == second["results"][0]["findings"]
     third = json.loads(run_cli("scan", str(project), "-f", "json", "--no-cache", env=env).stdout)
     assert all(not m["cached"] for r in third["results"] for m in r["scanners"].values())
+
+
+def test_sarif_output_is_valid_and_round_trips_through_the_sarif_scanner(
+    project: Path, tmp_path: Path
+) -> None:
+    from vul2safe.sarif import from_sarif, validate_sarif
+
+    proc = run_cli("scan", str(project), "-f", "sarif")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert validate_sarif(doc) == []
+    exported = json.loads(run_cli("scan", str(project), "-f", "json").stdout)
+    sarif_file = tmp_path / "scan.sarif"
+    sarif_file.write_text(proc.stdout)
+
+    def key(f: dict[str, object]) -> tuple[object, ...]:
+        return tuple(
+            f[k]
+            for k in (
+                "scanner",
+                "rule_id",
+                "severity",
+                "cwe",
+                "start_line",
+                "end_line",
+                "start_column",
+                "end_column",
+            )
+        )
+
+    original = sorted(key(f) for r in exported["results"] for f in r["findings"])
+    assert sorted(key(f.to_dict()) for f in from_sarif(doc)) == original
+    imported = run_cli(
+        "scan", str(project), "--scanner", "sarif", "--sarif", str(sarif_file), "-f", "json"
+    )
+    assert imported.returncode == 1, imported.stderr
+    again = json.loads(imported.stdout)
+    assert sorted(key(f) for r in again["results"] for f in r["findings"]) == original
