@@ -80,12 +80,26 @@ class BanditScanner(Scanner):
         findings: dict[str, list[Finding]] = {}
         for path, found in result.findings.items():
             original = back.get(path, path)
+            indent = shifts.get(original, ("", 0))[1]
+            lines = Path(original).read_text(encoding="utf-8").splitlines()
             for finding in found:
-                finding.start_column += shifts.get(original, ("", 0))[1]
-                finding.end_column += shifts.get(original, ("", 0))[1]
+                line = lines[finding.start_line - 1] if finding.start_line <= len(lines) else ""
+                finding.start_column = _char_column(line, finding.start_column, indent)
+                end_line = lines[finding.end_line - 1] if finding.end_line <= len(lines) else ""
+                finding.end_column = _char_column(end_line, finding.end_column, indent)
             findings[original] = found
         errors = {back.get(path, path): error for path, error in result.errors.items()}
         return BatchResult(findings, errors)
+
+
+def _char_column(line: str, byte_column: int, indent: int) -> int:
+    """Bandit reports Python-AST columns: 1-based here, but counted in UTF-8 *bytes* of the
+    dedented copy. Our columns are 1-based character positions in the original line
+    (0 stays "unknown"); the removed indent is ASCII whitespace, one byte per character."""
+    if byte_column <= 0:
+        return 0
+    prefix = line.encode("utf-8")[: byte_column - 1 + indent]
+    return len(prefix.decode("utf-8", errors="ignore")) + 1
 
 
 def _dedented_copies(
@@ -126,7 +140,7 @@ def parse_bandit_json(report: dict[str, object]) -> BatchResult:
             start_line=int(item["line_number"]),
             end_line=int(max(lines)),
             start_column=int(item.get("col_offset") or 0) + 1,
-            end_column=int(item.get("end_col_offset") or 0) + 1,
+            end_column=int(item["end_col_offset"]) + 1 if item.get("end_col_offset") else 0,
             cwe=normalize_cwes([cwe["id"]]) if cwe.get("id") else [],
         )
         result.findings.setdefault(str(Path(item["filename"])), []).append(finding)

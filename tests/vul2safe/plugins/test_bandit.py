@@ -1,0 +1,49 @@
+"""Bandit plugin: real Bandit runs, columns in characters, indented snippets, syntax errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vul2safe.plugins.bandit import BanditScanner
+from vul2safe.scanning import ScanOptions, ScanTarget
+
+
+def _scan(tmp_path: Path, files: dict[str, str]):  # type: ignore[no-untyped-def]
+    targets = []
+    for name, code in files.items():
+        path = tmp_path / name
+        path.write_text(code, encoding="utf-8")
+        targets.append(ScanTarget(name, "python", path))
+    return BanditScanner().scan_batch(targets, ScanOptions(), timeout_s=120), tmp_path
+
+
+def test_one_batch_maps_findings_and_converts_byte_columns(tmp_path: Path) -> None:
+    line = '    s = "héllo日本"; subprocess.call(cmd, shell=True)'
+    result, root = _scan(
+        tmp_path,
+        {
+            "a.py": f"import subprocess\ndef run(cmd):\n{line}\n",
+            "b.py": "def add(a, b):\n    return a + b\n",
+        },
+    )
+    shell = [f for f in result.findings[str(root / "a.py")] if f.rule_id.startswith("B602")]
+    assert len(shell) == 1
+    finding = shell[0]
+    assert (finding.start_line, finding.cwe, finding.severity.value) == (3, ["CWE-78"], "high")
+    assert finding.start_column == line.index("subprocess") + 1  # characters, not UTF-8 bytes
+    assert line[finding.start_column - 1 : finding.end_column - 1].startswith("subprocess.call(")
+    assert str(root / "b.py") not in result.findings
+
+
+def test_indented_method_is_scanned_with_original_columns(tmp_path: Path) -> None:
+    method = "    def run(self, cmd):\n        eval(cmd)\n"
+    result, root = _scan(tmp_path, {"m.py": method})
+    (finding,) = [f for f in result.findings[str(root / "m.py")] if f.rule_id.startswith("B307")]
+    assert (finding.start_line, finding.start_column) == (2, 9)
+    assert result.errors == {}
+
+
+def test_syntax_error_is_a_per_file_verdict(tmp_path: Path) -> None:
+    result, root = _scan(tmp_path, {"bad.py": "def f(:\n    pass\n", "ok.py": "eval(x)\n"})
+    assert "syntax error" in result.errors[str(root / "bad.py")]
+    assert str(root / "ok.py") in result.findings
