@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# huggingface_hub / datasets read these once, at import: set them before any test module
+# imports them, so nothing in a test session can reach the Hub.
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_name] = "1"
+# Merged Semgrep rule packs are content-addressed: share them across the session's homes
+# (each build runs one Semgrep validation pass, ~5 s) instead of rebuilding per test.
+os.environ.setdefault("VUL2SAFE_RULES_DIR", tempfile.mkdtemp(prefix="vul2safe-rules-"))
+
+#: session fixtures for generation: tiny_model_dir, openai_server (tests/ is on sys.path)
+pytest_plugins = ["fixtures_generation"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

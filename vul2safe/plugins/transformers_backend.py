@@ -1,0 +1,462 @@
+"""The ``transformers`` backend: generation in-process with Hugging Face ``generate``.
+
+The embedded default: no server, any causal LM on the Hub or on disk, CPU or GPU.
+
+Reproducibility. Sample ``i`` of a prompt uses seed ``params.seed + i`` and its own
+``torch.Generator``: sampling happens in a logits processor that draws each row of the batch
+from that row's generator, then hands ``generate`` a one-hot score so its greedy step takes the
+drawn token. A sample therefore does not depend on which other requests share its batch, so a
+resumed run (which batches only the missing pairs) reproduces the first run's text — up to the
+float rounding that a different padding length can cause. ``temperature == 0`` is plain greedy.
+
+CPU threads. ``extra["threads"]`` sets torch's intra-op threads for generation (on the calling
+thread only, restored afterwards). The default ``"auto"`` uses 1 thread for models under 50M
+parameters on CPU: their matrices are too small to gain from threads, and OpenMP's spinning
+workers slow them down by 10-30x on a busy machine. Larger models keep torch's default.
+
+Helpers shared with the vLLM backend and the OpenAI-compatible test server live here too:
+:func:`resolve_model` (local dir / Hub id / clear errors), :func:`render_prompt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vul2safe import hookimpl
+from vul2safe.errors import Vul2SafeError
+from vul2safe.generation.base import (
+    Backend,
+    BackendOptions,
+    Completion,
+    GenerationRequest,
+    Prompt,
+    SamplingParams,
+    Session,
+)
+from vul2safe.hookspecs import Register
+
+if TYPE_CHECKING:
+    import torch
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TRUE = {"1", "on", "true", "yes"}
+
+
+# --------------------------------------------------------------------------- model location
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where ``from_pretrained`` should load from, and which exact version that is."""
+
+    source: str  # a local directory or a Hub repo id
+    revision: str | None  # what to pass to from_pretrained (None: default branch)
+    resolved_revision: str | None  # commit hash, or "local-<hash>" for a plain directory
+    local_files_only: bool
+    cache_dir: str | None
+
+
+def hub_offline() -> bool:
+    """Read the offline switches now, not at import time (tests set them per test)."""
+    import huggingface_hub.constants as hub_constants
+
+    env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "").lower()
+    return env in _TRUE or bool(hub_constants.HF_HUB_OFFLINE)
+
+
+def hub_cache_dir() -> str:
+    """The Hub cache as the environment says now (``HF_HUB_CACHE`` > ``HF_HOME``/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def local_fingerprint(path: Path) -> str:
+    """A cheap identity for a model directory that has no commit hash.
+
+    Hashes every file's name and size plus its first and last 64 KiB (safetensors headers and
+    the tail of the weights), so an overwritten checkpoint gets a new identity — and stale
+    cache entries miss — without reading gigabytes.
+    """
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path).as_posix()}\0{size}\0".encode())
+        with file.open("rb") as handle:
+            digest.update(handle.read(65536))
+            if size > 65536:
+                handle.seek(max(size - 65536, 65536))
+                digest.update(handle.read(65536))
+    return "local-" + digest.hexdigest()[:16]
+
+
+def _snapshot_commit(path: Path) -> str | None:
+    """``.../models--org--name/snapshots/<commit>`` → ``<commit>``."""
+    parts = path.resolve().parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
+            return parts[i + 1]
+    return None
+
+
+def _cached_config(repo_id: str, revision: str | None, cache_dir: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def resolve_model(model: str, revision: str | None = None) -> ResolvedModel:
+    """A local directory, or a Hub id that is cached (or downloadable when online).
+
+    Raises one clear :class:`Vul2SafeError` for a missing path or an uncached Hub id offline.
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise Vul2SafeError(f"model path is not a model directory (no config.json): {model}")
+        commit = _snapshot_commit(path) or local_fingerprint(path)
+        return ResolvedModel(str(path), revision, commit, True, None)
+    if not _HUB_ID.match(model) or model.startswith("."):
+        raise Vul2SafeError(f"model path does not exist: {model}")
+    cache_dir = hub_cache_dir()
+    cached = _cached_config(model, revision, cache_dir)
+    offline = hub_offline()
+    if offline and cached is None:
+        raise Vul2SafeError(
+            f"model '{model}' not found: not a local directory and not in the Hugging Face "
+            "cache (offline); pass a local path"
+        )
+    if offline and cached is not None:
+        # Load the snapshot directory itself: transformers still probes the Hub for optional
+        # files (adapter configs) when given a repo id, which offline means retry-and-sleep.
+        snapshot = cached.parent
+        return ResolvedModel(str(snapshot), None, _snapshot_commit(snapshot), True, None)
+    hub_commit = _snapshot_commit(cached.parent) if cached is not None else None
+    return ResolvedModel(model, revision, hub_commit, offline, cache_dir)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompt(tokenizer: Any, prompt: Prompt, use_chat_template: bool) -> tuple[str, bool]:
+    """Prompt → (text to continue, whether the tokenizer should add its special tokens).
+
+    Chat prompts go through the chat template when there is one and it is wanted (the
+    template already holds BOS etc., so no special tokens are added); otherwise the messages'
+    contents are joined by blank lines and continued as plain text. The response prefix is
+    appended after the generation prompt either way.
+    """
+    if prompt.mode == "chat" and use_chat_template and has_chat_template(tokenizer):
+        try:
+            text = tokenizer.apply_chat_template(
+                [dict(m) for m in prompt.messages], tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # jinja2 errors, raise_exception() calls in templates
+            raise Vul2SafeError(
+                f"the chat template rejected the messages of task {prompt.key!r}: {exc}; "
+                "fix the prompt or pass --no-chat-template"
+            ) from None
+        return str(text) + prompt.response_prefix, False
+    if prompt.mode == "chat":
+        body = "\n\n".join(m.get("content", "") for m in prompt.messages)
+        if prompt.messages and prompt.response_prefix:
+            body += "\n\n"
+        return body + prompt.response_prefix, True
+    return prompt.text + prompt.response_prefix, True
+
+
+def encode_prompt(tokenizer: Any, prompt: Prompt, use_chat_template: bool) -> list[int]:
+    text, add_special = render_prompt(tokenizer, prompt, use_chat_template)
+    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut at the earliest stop string (the stop string itself is dropped, as OpenAI does)."""
+    cut = min((pos for s in stop if s and (pos := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+# --------------------------------------------------------------------------- the session
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return []
+    return [int(e) for e in eos] if isinstance(eos, list | tuple) else [int(eos)]
+
+
+def _make_sampler(seeds: Sequence[int], temperature: float, top_p: float, device: Any) -> Any:
+    """The per-row seeded sampler (see the module docstring for why)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class SeededRowSampler(LogitsProcessor):
+        def __init__(self) -> None:
+            self.generators = [
+                torch.Generator(device=device).manual_seed(int(s) % (2**63)) for s in seeds
+            ]
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            probs = torch.softmax(scores.float() / temperature, dim=-1)
+            if top_p < 1.0:
+                sorted_probs, order = torch.sort(probs, descending=True, dim=-1)
+                drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keeps ≥ 1 token
+                sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+            picks = torch.stack(
+                [
+                    torch.multinomial(probs[row], 1, generator=g)
+                    for row, g in enumerate(self.generators)
+                ]
+            )
+            chosen = torch.full_like(scores, float("-inf"))
+            return chosen.scatter(-1, picks, 0.0)
+
+    return SeededRowSampler()
+
+
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def _auto_threads(model: Any, setting: Any) -> int | None:
+    if setting not in (None, "auto"):
+        return int(setting)
+    if setting is None or str(model.device) != "cpu":
+        return None
+    return 1 if model.num_parameters() < SMALL_MODEL_PARAMS else None
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Intra-op threads for this OS thread only (an OpenMP per-thread setting), restored."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class TransformersSession(Session):
+    """A loaded model + tokenizer; ``generate`` batches ``options.batch_size`` prompts."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, options: BackendOptions, resolved: ResolvedModel
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.options = options
+        self.resolved = resolved
+        self.chat = options.use_chat_template and has_chat_template(tokenizer)
+        self.eos_ids = _eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+        self.threads = _auto_threads(model, options.extra.get("threads", "auto"))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "transformers",
+            "model": self.options.model,
+            "revision": self.resolved.resolved_revision or self.options.revision,
+            "requested_revision": self.options.revision,
+            "chat_template": self.tokenizer.chat_template if self.chat else None,
+            "mode": "chat" if self.chat else "completion",
+            "device": str(self.model.device),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "threads": self.threads,
+        }
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], params: SamplingParams
+    ) -> Iterator[tuple[int, Completion]]:
+        items = [(r.prompt, params.seed + r.sample_index) for r in requests]
+        yield from self.generate_seeded(items, params)
+
+    def generate_seeded(
+        self, items: Sequence[tuple[Prompt, int]], params: SamplingParams
+    ) -> Iterator[tuple[int, Completion]]:
+        """Like :meth:`generate` with explicit per-item seeds (the HTTP server's entry)."""
+        encoded = [
+            encode_prompt(self.tokenizer, p, self.options.use_chat_template) for p, _ in items
+        ]
+        # similar lengths together: less padding, and padding is what can perturb rounding
+        order = sorted(range(len(items)), key=lambda i: len(encoded[i]))
+        size = max(1, self.options.batch_size)
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            completions = self._generate_batch(
+                [encoded[i] for i in chunk], [items[i][1] for i in chunk], params
+            )
+            yield from zip(chunk, completions, strict=True)
+
+    def _generate_batch(
+        self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
+    ) -> list[Completion]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        config = self.model.generation_config.__class__.from_dict(
+            self.model.generation_config.to_dict()
+        )
+        config.update(
+            max_new_tokens=params.max_tokens,
+            do_sample=False,  # sampling, when wanted, is SeededRowSampler's job
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids or None,
+            stop_strings=list(params.stop) or None,
+        )
+        processors = LogitsProcessorList()
+        if params.temperature > 0:
+            processors.append(
+                _make_sampler(seeds, params.temperature, params.top_p, self.model.device)
+            )
+        with torch.inference_mode(), _torch_threads(self.threads):
+            output = self.model.generate(
+                input_ids=input_ids.to(self.model.device),
+                attention_mask=mask.to(self.model.device),
+                generation_config=config,
+                logits_processor=processors,
+                tokenizer=self.tokenizer if params.stop else None,
+            )
+        rows = output[:, width:].tolist()
+        return [self._finish(row, len(p), params) for row, p in zip(rows, prompts, strict=True)]
+
+    def _finish(self, row: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
+        """Turn one generated row into a Completion: stop strings, EOS, length, counts."""
+        eos_at = next((i for i, tok in enumerate(row) if tok in self.eos_ids), None)
+        body = row if eos_at is None else row[:eos_at]
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        text, stopped = truncate_at_stop(text, params.stop)
+        if stopped:
+            # fewest tokens whose text reaches past the cut: the tokens the model really spent
+            full = self.tokenizer.decode(body, skip_special_tokens=True)
+            cut = len(text) + min(
+                (len(s) for s in params.stop if s and full.startswith(s, len(text))), default=0
+            )
+            lo, hi = 1, len(body)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if len(self.tokenizer.decode(body[:mid], skip_special_tokens=True)) >= cut:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return Completion(text, "stop", prompt_tokens, lo)
+        if eos_at is not None:
+            return Completion(text, "stop", prompt_tokens, eos_at + 1)
+        reason = "length" if len(row) >= params.max_tokens else "stop"
+        return Completion(text, reason, prompt_tokens, len(row))
+
+    def close(self) -> None:
+        import gc
+
+        self.model = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is what loaded the model
+            pass
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+def _torch_dtype(name: str) -> Any:
+    if name in ("auto", ""):
+        return "auto"
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise Vul2SafeError(f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16")
+    return dtype
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+    description = "Hugging Face transformers in-process (CPU or GPU); the embedded default"
+
+    def open(self, options: BackendOptions) -> TransformersSession:
+        resolved = resolve_model(options.model, options.revision)
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:
+            raise Vul2SafeError(
+                f"the transformers backend needs torch and transformers ({exc}); "
+                "pip install torch==2.13.0 'vul2safe[hf]'"
+            ) from None
+        common: dict[str, Any] = {
+            "revision": resolved.revision,
+            "local_files_only": resolved.local_files_only,
+        }
+        if resolved.cache_dir is not None:
+            common["cache_dir"] = resolved.cache_dir
+        if not sys.stderr.isatty():  # a progress bar in a log file is noise
+            hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source, **common)
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                resolved.source, dtype=_torch_dtype(options.dtype), **common
+            )
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Vul2SafeError(f"cannot load model '{options.model}': {first}") from None
+        model.to(_device(options.device)).eval()
+        if resolved.resolved_revision is None and resolved.cache_dir is not None:
+            cached = _cached_config(resolved.source, resolved.revision, resolved.cache_dir)
+            if cached is not None:  # downloaded just now: the snapshot names the commit
+                resolved = ResolvedModel(
+                    resolved.source,
+                    resolved.revision,
+                    _snapshot_commit(cached.parent),
+                    resolved.local_files_only,
+                    resolved.cache_dir,
+                )
+        return TransformersSession(model, tokenizer, options, resolved)
+
+
+@hookimpl
+def register_backends(register: Register) -> None:
+    register(TransformersBackend())
