@@ -18,6 +18,7 @@ Files may be a JSON array of records or JSONL (one record per line).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vul2safe.errors import InputError, UsageError, Vul2SafeError
+from vul2safe.languages import normalize_language
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -37,6 +39,7 @@ __all__ = [
     "Task",
     "dataset_hash",
     "read_records",
+    "restrict_languages",
 ]
 
 DATA_DIR_ENV = "VUL2SAFE_DATA_DIR"
@@ -121,6 +124,34 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             raise InputError(f"{path}:{number}: expected a JSON object")
         records.append(row)
     return records
+
+
+def restrict_languages(
+    tasks: Sequence[Task], languages: Sequence[str] | None, benchmark: str
+) -> list[Task]:
+    """The tasks in ``languages`` (``--languages``), dataset order kept.
+
+    Names are normalised (``C++`` → ``cpp``) and may be comma-separated. A language with no
+    task is an error naming the ones present: a typo must not silently evaluate nothing.
+    """
+    if languages is None:
+        return list(tasks)
+    wanted: list[str] = []
+    for item in languages:
+        wanted += [normalize_language(part) for part in str(item).split(",") if part.strip()]
+    if not wanted:
+        raise UsageError("--languages is empty; name at least one language or leave it out")
+    present = sorted({task.language for task in tasks})
+    for language in dict.fromkeys(wanted):
+        if language not in present:
+            close = difflib.get_close_matches(language, present, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UsageError(
+                f"{benchmark} has no task in language {language!r}.{hint} "
+                f"Its languages: {', '.join(present) or '(none)'}"
+            )
+    keep = set(wanted)
+    return [task for task in tasks if task.language in keep]
 
 
 class Benchmark:
@@ -212,14 +243,22 @@ class Benchmark:
         """One raw record → a Task; ``where`` names the record in error messages."""
         raise NotImplementedError
 
-    def load(self, data_dir: Path | str | None = None, limit: int | None = None) -> list[Task]:
-        """The benchmark's tasks in dataset order (the first ``limit`` when given)."""
+    def load(
+        self,
+        data_dir: Path | str | None = None,
+        limit: int | None = None,
+        languages: Sequence[str] | None = None,
+    ) -> list[Task]:
+        """The benchmark's tasks in dataset order: only ``languages`` when given, then the
+        first ``limit``."""
+        if limit is not None and limit < 1:
+            raise UsageError(f"--limit must be >= 1, got {limit}")
         records = self._load_records(data_dir)
-        if limit is not None:
-            if limit < 1:
-                raise UsageError(f"--limit must be >= 1, got {limit}")
-            records = records[:limit]
-        return [self._to_task(row, f"{self.name} record {i}") for i, row in enumerate(records)]
+        if languages is None and limit is not None:
+            records = records[:limit]  # cheap path: convert only what is used
+        tasks = [self._to_task(row, f"{self.name} record {i}") for i, row in enumerate(records)]
+        tasks = restrict_languages(tasks, languages, self.name)
+        return tasks[:limit] if limit is not None else tasks
 
     def resolve_task_id(self, value: object) -> str:
         """Map a task id as found in a samples file to the benchmark's own spelling."""
