@@ -82,7 +82,10 @@ def git_hash() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -99,49 +102,45 @@ def load_benchmarks(config: EvalConfig) -> dict[str, LoadedBenchmark]:
     loaded: dict[str, LoadedBenchmark] = {}
     for name in dict.fromkeys(config.benchmarks):
         bench = plugins.benchmarks.get(name)
-        kwargs: dict[str, Any] = {"limit": config.limit}
-        if config.languages and _accepts_languages(bench):
-            kwargs["languages"] = config.languages
-        tasks = bench.load(config.data_dir, **kwargs)
+        tasks = bench.load(config.data_dir, limit=config.limit, languages=config.languages)
         if not tasks:
             raise UsageError(f"benchmark {name} has no tasks (check --languages / --limit)")
         loaded[name] = LoadedBenchmark(bench, tasks, bench.source(config.data_dir))
     return loaded
 
 
-def _accepts_languages(bench: Benchmark) -> bool:
-    import inspect
-
-    return "languages" in inspect.signature(bench.load).parameters
-
-
 def is_functional(bench: Benchmark) -> bool:
     return str(bench.kind) in (BenchmarkKind.functional.value, BenchmarkKind.both.value)
 
 
-def check_manifest(output: Path, manifest: dict[str, Any], benchmarks: list[str]) -> None:
+def check_manifest(output: Path, manifest: dict[str, Any]) -> None:
     """Refuse to resume into a directory that holds another model's or setting's samples."""
     path = output / "run.json"
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text()).get("config", {})
+    if previous != manifest:
+        changed = sorted(
+            key for key in set(manifest) | set(previous) if manifest.get(key) != previous.get(key)
+        )
+        raise UsageError(
+            f"{output} holds a run with a different {', '.join(changed)}; "
+            "use another --output directory"
+        )
+
+
+def write_manifest(output: Path, manifest: dict[str, Any], benchmarks: list[str]) -> None:
+    """Record what this directory's samples are (only once the model opened)."""
+    path = output / "run.json"
     if path.exists():
-        previous = json.loads(path.read_text())
-        if previous.get("config") != manifest:
-            changed = sorted(
-                key for key in set(manifest) | set(previous.get("config", {}))
-                if manifest.get(key) != previous.get("config", {}).get(key)
-            )
-            raise UsageError(
-                f"{output} holds a run with a different {', '.join(changed)}; "
-                "use another --output directory"
-            )
-        benchmarks = list(dict.fromkeys([*previous.get("benchmarks", []), *benchmarks]))
+        benchmarks = list(dict.fromkeys([*json.loads(path.read_text())["benchmarks"], *benchmarks]))
     output.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"config": manifest, "benchmarks": benchmarks}, indent=2) + "\n")
 
 
-def build_prompt(bench: Benchmark, task: Task, chat: bool) -> Prompt:
+def build_prompt(bench: Benchmark, task: Task, chat: bool, key: str) -> Prompt:
     """Chat models get the task as a user turn (plus the benchmark's assistant prefix);
     completion models continue the code prefix (functional) or the instruction text."""
-    key = f"{bench.name}:{task.task_id}"
     if chat:
         return Prompt(
             key=key,
@@ -180,3 +179,206 @@ def split_by_benchmark(
     for rows in by_name.values():
         rows.sort(key=lambda s: (s["task_id"], s["sample_index"]))
     return by_name
+
+
+@dataclass
+class EvalProgress:
+    """Progress callbacks the CLI provides: ``start(label, total)`` returns ``advance(n)``."""
+
+    start: ProgressFactory = lambda label, total: None
+
+
+def run_eval(config: EvalConfig, progress: EvalProgress | None = None) -> dict[str, Any]:
+    """Generate for every benchmark, score, and write ``results.json`` last."""
+    from vul2safe.cache import Cache
+    from vul2safe.functional import write_json_atomic
+    from vul2safe.generation.runner import generate_samples
+    from vul2safe.sarif import to_sarif
+
+    progress = progress or EvalProgress()
+    output = config.output
+    loaded = load_benchmarks(config)
+    _check_security_coverage(config, loaded)
+    check_manifest(output, config.manifest())
+    results_path = output / "results.json"
+
+    cache = Cache()
+    with open_session(config) as session:
+        write_manifest(output, config.manifest(), list(loaded))
+        results_path.unlink(missing_ok=True)  # a stale result must not outlive a new run
+        description = session.describe()
+        chat = description.get("mode", "chat") == "chat"
+        prompts: list[Prompt] = []
+        owners: dict[str, tuple[str, Task]] = {}
+        all_ids = [task.task_id for item in loaded.values() for task in item.tasks]
+        clash = len(set(all_ids)) < len(all_ids)  # then samples are keyed "benchmark:task"
+        for name, item in loaded.items():
+            for task in item.tasks:
+                key = f"{name}:{task.task_id}" if clash else task.task_id
+                prompt = build_prompt(item.benchmark, task, chat, key)
+                prompts.append(prompt)
+                owners[prompt.key] = (name, task)
+        samples = generate_samples(
+            session,
+            prompts,
+            config.sampling,
+            config.n,
+            output / "samples.jsonl",
+            extra_fields=lambda p: {
+                "benchmark": owners[p.key][0],
+                "field": _sample_field_for_scoring(p),
+            },
+            cache=cache,
+            progress=progress.start("generating", len(prompts) * config.n),
+        )
+
+    for sample in samples:  # the benchmark's own task id, whatever the key was
+        sample["task"] = owners[sample["task_id"]][1].task_id
+    by_benchmark = split_by_benchmark(samples, list(loaded))
+    block: dict[str, Any] = {}
+    sarif_results: list[Any] = []
+    scanners_meta: dict[str, dict[str, str]] = {}
+    for name, item in loaded.items():
+        rows = by_benchmark[name]
+        entry, sample_results, meta = score_benchmark(config, item, rows, cache, progress)
+        block[name] = entry
+        sarif_results += sample_results
+        scanners_meta.update(meta)
+
+    write_json_atomic(output / "findings.sarif", to_sarif(sarif_results, scanners_meta))
+    results = {
+        "format": FORMAT,
+        "completed": False,
+        "vul2safe_version": __version__,
+        "git_hash": git_hash(),
+        "created_at": utc_now(),
+        "model": {
+            "id": config.model,
+            "revision": description.get("revision"),
+            "backend": config.backend,
+            "mode": description.get("mode"),
+            "chat_template": description.get("chat_template"),
+        },
+        "sampling": {"n": config.n, **config.sampling.to_dict()},
+        "severity_threshold": config.threshold.value,
+        "scanners": scanners_meta,
+        "benchmarks": block,
+    }
+    results["completed"] = True
+    write_json_atomic(results_path, results)
+    return results
+
+
+def _security_languages(config: EvalConfig, item: LoadedBenchmark) -> set[str]:
+    return {task.language for task in item.tasks}
+
+
+def _wants_security(config: EvalConfig, item: LoadedBenchmark) -> bool:
+    """Security benchmarks always; functional ones when a scanner covers their language."""
+    if not is_functional(item.benchmark):
+        return True
+    from vul2safe.scanning import select_scanners
+
+    languages = _security_languages(config, item)
+    chosen, _ = select_scanners(config.scanners, languages)
+    return any(languages & scanner.languages for scanner in chosen)
+
+
+def _check_security_coverage(config: EvalConfig, loaded: dict[str, LoadedBenchmark]) -> None:
+    """A security benchmark in a language no available scanner covers fails before generation."""
+    from vul2safe.security import check_scanners_for
+
+    for item in loaded.values():
+        if not is_functional(item.benchmark):
+            check_scanners_for(_security_languages(config, item), config.scanners)
+
+
+def score_benchmark(
+    config: EvalConfig,
+    item: LoadedBenchmark,
+    rows: list[dict[str, Any]],
+    cache: Any,
+    progress: EvalProgress,
+) -> tuple[dict[str, Any], list[Any], dict[str, dict[str, str]]]:
+    """Score one benchmark's samples: function (sandbox), security (scanners), func-sec."""
+    from vul2safe.functional import score_samples
+    from vul2safe.sandbox import SandboxLimits
+    from vul2safe.security import func_sec, score_security
+
+    bench = item.benchmark
+    samples = [
+        {
+            "task_id": row["task"],
+            "sample_index": row["sample_index"],
+            row.get("field", "solution"): row["completion"],
+            "finish_reason": row.get("finish_reason"),
+        }
+        for row in rows
+    ]
+    entry: dict[str, Any] = {
+        "kind": str(bench.kind),
+        "dataset": {
+            "name": bench.name,
+            "version": bench.version,
+            "hash": dataset_hash(item.tasks),
+            "n_tasks": len(item.tasks),
+            "source": item.source,
+        },
+        "n_samples": len(samples),
+        "invalid": None,
+        "security": None,
+        "functional": None,
+        "func_sec": None,
+    }
+    passed: dict[tuple[str, int], bool] | None = None
+    if is_functional(bench):
+        functional = score_samples(
+            bench,
+            item.tasks,
+            [{k: v for k, v in s.items() if k != "sample_index"} for s in samples],
+            jobs=config.jobs,
+            limits=SandboxLimits(timeout_s=config.timeout_s),
+            allow_unsafe=config.allow_unsafe,
+            progress=progress.start(f"running {bench.name}", len(samples)),
+        )
+        entry["functional"] = {
+            "pass_at_k": functional.pass_at_k,
+            "pass_at_1_ci": functional.pass_at_1_ci,
+            "n_tasks_scored": functional.n_tasks_scored,
+            "outcomes": functional.outcomes,
+        }
+        entry["invalid"] = _invalid_block(functional.invalid_outputs, len(samples))
+        passed = {(s.task_id, s.index): s.passed for s in functional.samples}
+
+    sarif_results: list[Any] = []
+    meta: dict[str, dict[str, str]] = {}
+    if _wants_security(config, item):
+        modes = {row["task"]: row.get("field") for row in rows}
+        mode = "completion" if "completion" in modes.values() else "chat"
+        security = score_security(
+            item.tasks,
+            samples,
+            scanners=config.scanners,
+            threshold=config.threshold,
+            mode=mode,
+            cache=cache,
+        )
+        entry["security"] = security.to_dict()
+        if entry["invalid"] is None:
+            entry["invalid"] = dict(security.invalid)
+        sarif_results = list(security.sarif_results)
+        meta = dict(security.scanner_versions)
+        if passed is not None and samples:
+            entry["func_sec"] = func_sec(passed, security.flagged())
+    if entry["invalid"] is None:
+        entry["invalid"] = _invalid_block({}, len(samples))
+    return entry, sarif_results, meta
+
+
+def _invalid_block(counts: dict[str, int], n: int) -> dict[str, Any]:
+    from vul2safe.security import INVALID_CLASSES
+
+    block: dict[str, Any] = {name: int(counts.get(name, 0)) for name in INVALID_CLASSES}
+    block["total"] = sum(block[name] for name in INVALID_CLASSES)
+    block["rate"] = block["total"] / n if n else 0.0
+    return block

@@ -319,7 +319,8 @@ def _cache_key(sample: Sample, scanner: str, version: str, rules: str) -> str:
     return content_key(sample.code, sample.language, scanner, version, rules)
 
 
-_NAMESPACE = "scan"
+#: bump the suffix when the cached value layout changes: old entries are then simply missed
+_NAMESPACE = "scan-v2"
 
 
 def _serve_from_cache(

@@ -62,24 +62,101 @@ def eval_command(
         typer.Option(
             "--output",
             "-o",
-            dir_okay=False,
-            help="Result JSON. Default: SAMPLES_STEM.BENCHMARK.result.json beside the samples.",
+            help="MODEL: the run directory. --samples: the result JSON (default: "
+            "SAMPLES_STEM.BENCHMARK.result.json beside the samples).",
         ),
     ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Evaluate only the first N tasks.")
     ] = None,
+    benchmarks: Annotated[
+        str | None,
+        typer.Option("--benchmarks", help="Comma-separated benchmarks to generate for (MODEL)."),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="transformers (default), vllm or openai.")
+    ] = "transformers",
+    n: Annotated[int, typer.Option("-n", min=1, help="Samples per task.")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 512,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    revision: Annotated[str | None, typer.Option("--revision", help="Model revision.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="OpenAI-compatible server URL (openai).")
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="Variable holding the API key (openai).")
+    ] = "OPENAI_API_KEY",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Requests in flight (openai).")
+    ] = 16,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Prompts per generate call (transformers).")
+    ] = 8,
+    no_chat_template: Annotated[
+        bool, typer.Option("--no-chat-template", help="Completion mode even with a template.")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="transformers device.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="Model dtype.")] = "auto",
+    backend_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-arg",
+            help="KEY=VALUE passed to the backend (e.g. vLLM "
+            "tensor_parallel_size=2, gpu_memory_utilization=0.8).",
+        ),
+    ] = None,
+    languages: Annotated[
+        str | None, typer.Option("--languages", help="Comma-separated language subset.")
+    ] = None,
+    scanner: Annotated[
+        list[str] | None, typer.Option("--scanner", "-s", help="Scanner(s) for security scoring.")
+    ] = None,
+    min_severity: Annotated[
+        str, typer.Option("--min-severity", help="Vulnerability threshold: medium (default).")
+    ] = "medium",
 ) -> None:
-    """Score samples functionally (pass@k in a sandbox) and write a result JSON."""
+    """Generate with MODEL and score security + function, or score an existing --samples file."""
+    if model is not None:
+        from vul2safe.cli.eval_run import run_model_eval
+
+        run_model_eval(
+            model=model,
+            benchmarks=benchmarks,
+            output=output,
+            backend=backend,
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seed=seed,
+            revision=revision,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            no_chat_template=no_chat_template,
+            device=device,
+            dtype=dtype,
+            backend_arg=backend_arg or [],
+            languages=languages,
+            scanner=scanner,
+            min_severity=min_severity,
+            limit=limit,
+            data_dir=data_dir,
+            jobs=jobs,
+            timeout=timeout,
+            unsafe=unsafe_no_sandbox,
+        )
+        return
     from vul2safe import plugins
     from vul2safe.errors import UsageError
     from vul2safe.functional import read_samples, score_samples
     from vul2safe.sandbox import SandboxLimits
 
     if samples is None:
-        if model is not None:
-            raise UsageError("generation is not available yet; pass --samples FILE")
-        raise UsageError("nothing to evaluate; pass --samples FILE")
+        raise UsageError("nothing to evaluate; pass MODEL (to generate) or --samples FILE")
     if benchmark is None:
         names = ", ".join(sorted(plugins.benchmarks.names())) or "(none)"
         raise UsageError(f"pass --benchmark NAME (available: {names})")
@@ -104,8 +181,6 @@ def eval_command(
             dataset_source=source,
         )
     result.benchmark["samples_file"] = str(samples.resolve())
-    if model is not None:
-        result.benchmark["model"] = model
     target = output or samples.with_name(f"{samples.stem}.{bench.name}.result.json")
     result.write(target)
     _print_summary(result)

@@ -101,10 +101,11 @@ PARSE_FAILURE_IDS: frozenset[str] = frozenset(
         "cppcheckError",
         "preprocessorErrorDirective",
         "instantiationError",
+        "unhandledChar",  # non-ASCII outside strings/comments: cppcheck stops reading the file
     }
 )
 #: bump when the mapping from cppcheck's XML to findings changes (invalidates cached scans)
-PARSER_REVISION = "1"
+PARSER_REVISION = "2"
 
 #: maps a path as the tool printed it to the target's key (``None``: not one of ours)
 PathFor = Callable[[str], str | None]

@@ -146,11 +146,6 @@ def test_unknown_task_id_names_valid_ones(tmp_path: Path, data_dir: Path) -> Non
     assert "unknown task id 'HumanEvalPro/0' (line 1)" in line and "'MbppPro/0'" in line
 
 
-def test_model_without_samples_is_not_available_yet() -> None:
-    proc = run_cli("eval", "some/model", "-b", "humaneval-pro")
-    assert "generation is not available yet; pass --samples FILE" in _one_error_line(proc)
-
-
 def test_unknown_benchmark_gets_did_you_mean(tmp_path: Path) -> None:
     samples = _write_jsonl(tmp_path / "s.jsonl", [{"task_id": 0, "completion": ""}])
     proc = run_cli("eval", "--samples", str(samples), "-b", "humaneval-pr")

@@ -1,0 +1,173 @@
+"""``vul2safe eval MODEL``: parse options into an :class:`EvalConfig`, run, print a summary."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _parse_backend_args(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values parsed as JSON when they look like numbers/bools."""
+    import json
+
+    from vul2safe.errors import UsageError
+
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--backend-arg expects KEY=VALUE, got {item!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def run_model_eval(
+    *,
+    model: str,
+    benchmarks: str | None,
+    output: Path | None,
+    backend: str,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int,
+    revision: str | None,
+    base_url: str | None,
+    api_key_env: str,
+    concurrency: int,
+    batch_size: int,
+    no_chat_template: bool,
+    device: str,
+    dtype: str,
+    backend_arg: list[str],
+    languages: str | None,
+    scanner: list[str] | None,
+    min_severity: str,
+    limit: int | None,
+    data_dir: Path | None,
+    jobs: int,
+    timeout: float,
+    unsafe: bool,
+) -> None:
+    from vul2safe.errors import UsageError
+    from vul2safe.evaluate import EvalConfig, EvalProgress, run_eval
+    from vul2safe.generation.base import BackendOptions, SamplingParams
+    from vul2safe.schema import Severity
+
+    if output is None:
+        raise UsageError("pass --output DIR for the run directory")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is a file; MODEL runs need a directory")
+    config = EvalConfig(
+        model=model,
+        benchmarks=[b.strip() for b in (benchmarks or "").split(",") if b.strip()],
+        output=output,
+        backend=backend,
+        n=n,
+        sampling=SamplingParams(
+            temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed
+        ),
+        backend_options=BackendOptions(
+            model=model,
+            revision=revision,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            use_chat_template=not no_chat_template,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            extra=_parse_backend_args(backend_arg),
+        ),
+        limit=limit,
+        languages=[x.strip() for x in languages.split(",")] if languages else None,
+        data_dir=data_dir,
+        scanners=scanner,
+        threshold=Severity.parse(min_severity),
+        jobs=jobs,
+        timeout_s=timeout,
+        allow_unsafe=unsafe,
+    )
+    with _bars() as start:
+        results = run_eval(config, EvalProgress(start=start))
+    print_summary(results)
+    typer.echo(f"wrote {output / 'results.json'}", err=True)
+
+
+@contextmanager
+def _bars() -> Iterator[Callable[[str, int], Callable[[int], None] | None]]:
+    """Progress bars on stderr (only on a terminal): one per phase."""
+    if not sys.stderr.isatty():
+        yield lambda label, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    progress = Progress(
+        "{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    with ExitStack() as stack:
+        stack.enter_context(progress)
+
+        def start(label: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(label, total=total)
+            return lambda count: progress.advance(task, count)
+
+        yield start
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    """One row per benchmark: vulnerability rates with CI, pass@1, func-sec@1, invalid %."""
+    from rich.console import Console
+    from rich.table import Table
+
+    model = results["model"]
+    table = Table(
+        title=f"{model['id']} ({model['backend']}, {model['mode']}) — n={results['sampling']['n']}"
+    )
+    for column in (
+        "benchmark",
+        "samples",
+        "vuln≥med % [95% CI]",
+        "vuln≥high %",
+        "pass@1 %",
+        "func-sec@1 %",
+        "invalid %",
+    ):
+        table.add_column(column, justify="right" if column != "benchmark" else "left")
+    for name, entry in results["benchmarks"].items():
+        security = entry.get("security") or {}
+        rates = security.get("vulnerability_rate", {})
+        medium, high = rates.get("medium"), rates.get("high")
+        vuln = "—"
+        if medium:
+            vuln = f"{_pct(medium['rate'])} [{_pct(medium['low'])}, {_pct(medium['high'])}]"
+        functional = entry.get("functional") or {}
+        func_sec = entry.get("func_sec") or {}
+        table.add_row(
+            name,
+            str(entry.get("n_samples", 0)),
+            vuln,
+            _pct(high["rate"]) if high else "—",
+            _pct(functional.get("pass_at_k", {}).get("pass@1")),
+            _pct(func_sec.get("func-sec@1")),
+            _pct(entry.get("invalid", {}).get("rate")),
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
