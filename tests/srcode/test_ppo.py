@@ -1,0 +1,311 @@
+"""SRCode's PPO: the math against hand-computed numbers, then real tiny runs through the CLI.
+
+The end-to-end runs use ``srcode/configs/tiny_cpu.yaml`` (the tiny random Llama, SafeCoder
+Python prompts, the real Bandit scanner for the token-level reward) and assert what TRL's
+trainer tests assert: parameters changed, metrics were logged; plus checkpoint/resume.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from srcode.cli import app
+from srcode.ppo import (
+    AdaptiveKLController,
+    FixedKLController,
+    RolloutBatch,
+    compute_gae,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    value_loss,
+)
+
+TINY_CPU = Path(__file__).resolve().parents[2] / "srcode" / "configs" / "tiny_cpu.yaml"
+
+# ------------------------------------------------------------------------------ GAE
+
+
+def test_gae_matches_hand_computation_with_padding() -> None:
+    # γ = 1, λ = 0.5; the 4th position is padding (its reward and value must be ignored).
+    rewards = torch.tensor([[1.0, 0.0, 2.0, 7.0]])
+    values = torch.tensor([[0.5, 0.2, 0.1, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    advantages, returns = compute_gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # δ2 = 2 + 0 − 0.1 = 1.9              A2 = 1.9
+    # δ1 = 0 + 0.1 − 0.2 = −0.1           A1 = −0.1 + 0.5·1.9 = 0.85
+    # δ0 = 1 + 0.2 − 0.5 = 0.7            A0 = 0.7 + 0.5·0.85 = 1.125
+    torch.testing.assert_close(advantages, torch.tensor([[1.125, 0.85, 1.9, 0.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[1.625, 1.05, 2.0, 0.0]]))
+
+
+def test_gae_with_lambda_one_is_discounted_return_minus_value() -> None:
+    rewards = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    values = torch.ones(1, 4)
+    mask = torch.ones(1, 4)
+    advantages, returns = compute_gae(rewards, values, mask, gamma=0.5, lam=1.0)
+    # G = [0.5, 1, 0, 0] (γ = 0.5), A = G − V
+    torch.testing.assert_close(advantages, torch.tensor([[-0.5, 0.0, -1.0, -1.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[0.5, 1.0, 0.0, 0.0]]))
+
+
+def test_rows_of_different_lengths_are_independent() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 2.0], [3.0, 5.0, 5.0]])
+    values = torch.tensor([[0.5, 0.2, 0.1], [1.0, 4.0, 4.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    advantages, _ = compute_gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    assert advantages[1].tolist() == [2.0, 0.0, 0.0]  # δ0 = 3 + 0 − 1: terminal after 1 token
+    torch.testing.assert_close(advantages[0], torch.tensor([1.125, 0.85, 1.9]))
+
+
+def test_masked_whiten() -> None:
+    values = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    whitened = masked_whiten(values, mask)
+    # mean 2, unbiased var 1 → (x − 2) / 1
+    torch.testing.assert_close(whitened[0, :3], torch.tensor([-1.0, 0.0, 1.0]), atol=1e-4, rtol=0)
+    assert masked_mean(values, mask).item() == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------------------ losses
+
+RATIOS = [1.5, 0.5, 1.1, 0.7, 3.0]  # the last token is padding
+ADVANTAGES = [1.0, 1.0, -1.0, -1.0, 50.0]
+MASK = [1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def _loss_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    old = torch.tensor([[-1.0, -2.0, -0.5, -3.0, -1.0]])
+    logprobs = (old + torch.log(torch.tensor([RATIOS]))).requires_grad_(True)
+    return logprobs, old, torch.tensor([ADVANTAGES]), torch.tensor([MASK])
+
+
+def test_hard_clip_loss_and_gradients_by_hand() -> None:
+    logprobs, old, advantages, mask = _loss_inputs()
+    loss, stats = policy_loss(logprobs, old, advantages, mask, cliprange=0.2, clip_mode="hard")
+    # per token max(−A·r, −A·clip(r, 0.8, 1.2)):
+    #   r=1.5, A=+1: max(−1.5, −1.2) = −1.2   (clipped)
+    #   r=0.5, A=+1: max(−0.5, −0.8) = −0.5
+    #   r=1.1, A=−1: max( 1.1,  1.1) =  1.1
+    #   r=0.7, A=−1: max( 0.7,  0.8) =  0.8   (clipped)
+    assert loss.item() == pytest.approx((-1.2 - 0.5 + 1.1 + 0.8) / 4)
+    assert stats["policy/clipfrac"].item() == pytest.approx(0.5)
+    loss.backward()
+    assert logprobs.grad is not None
+    # d/dlogπ of −A·r is −A·r on unclipped tokens, 0 on clipped ones; mean over 4 tokens
+    expected = torch.tensor([[0.0, -0.5 / 4, 1.1 / 4, 0.0, 0.0]])
+    torch.testing.assert_close(logprobs.grad, expected)
+
+
+def test_soft_clip_loss_and_gradients_by_hand() -> None:
+    logprobs, old, advantages, mask = _loss_inputs()
+    loss, stats = policy_loss(
+        logprobs, old, advantages, mask, cliprange=0.2, clip_mode="soft", tau_pos=10.0
+    )
+    # per token −A·(4/τ)·σ(τ(r−1)), τ = 10:
+    #   σ(5) = 0.9933071, σ(−5) = 0.0066929, σ(1) = 0.7310586, σ(−3) = 0.0474259
+    per_token = [-0.4 * 0.9933071, -0.4 * 0.0066929, 0.4 * 0.7310586, 0.4 * 0.0474259]
+    assert loss.item() == pytest.approx(sum(per_token) / 4, abs=1e-6)
+    # |r − 1| > 0.2 for r = 1.5, 0.5, 0.7
+    assert stats["policy/clipfrac"].item() == pytest.approx(0.75)
+    loss.backward()
+    assert logprobs.grad is not None
+
+    # gradient −A·r·4σ(1−σ)/N: never exactly zero, unlike the hard clip's clipped tokens
+    def weight(r: float) -> float:
+        s = 1.0 / (1.0 + math.exp(-10.0 * (r - 1.0)))
+        return 4.0 * s * (1.0 - s)
+
+    expected = [-a * r * weight(r) / 4 for a, r in zip(ADVANTAGES[:4], RATIOS[:4], strict=True)]
+    torch.testing.assert_close(logprobs.grad[0, :4], torch.tensor(expected), atol=1e-6, rtol=1e-5)
+    assert logprobs.grad[0, 4].item() == 0.0  # padding
+    assert logprobs.grad[0, 0].item() != 0.0  # r = 1.5 still learns (hard clip: 0)
+
+
+def test_soft_clip_equals_ppo_gradient_at_ratio_one() -> None:
+    logprobs = torch.zeros(1, 3, requires_grad=True)
+    advantages = torch.tensor([[2.0, -1.0, 0.5]])
+    mask = torch.ones(1, 3)
+    loss, _ = policy_loss(
+        logprobs, torch.zeros(1, 3), advantages, mask, cliprange=0.2, clip_mode="soft"
+    )
+    loss.backward()
+    assert logprobs.grad is not None
+    torch.testing.assert_close(logprobs.grad, -advantages / 3)
+
+
+def test_soft_clip_uses_tau_neg_for_negative_advantages() -> None:
+    logprobs = torch.log(torch.tensor([[1.1, 1.1]]))
+    advantages = torch.tensor([[1.0, -1.0]])
+    loss, _ = policy_loss(
+        logprobs,
+        torch.zeros(1, 2),
+        advantages,
+        torch.ones(1, 2),
+        cliprange=0.2,
+        clip_mode="soft",
+        tau_pos=10.0,
+        tau_neg=20.0,
+    )
+    sig = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731
+    expected = (-(4 / 10) * sig(10 * 0.1) + (4 / 20) * sig(20 * 0.1)) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_clipped_value_loss_by_hand() -> None:
+    values = torch.tensor([[1.0, 0.0, 5.0]])
+    old = torch.tensor([[0.5, 0.5, 0.0]])
+    returns = torch.tensor([[2.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    loss, stats = value_loss(values, old, returns, mask, cliprange_value=0.2)
+    # token 0: clipped V = 0.7 → max((1−2)², (0.7−2)²) = 1.69
+    # token 1: clipped V = 0.3 → max((0−0)², (0.3−0)²) = 0.09
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.09) / 2)
+    assert stats["value/clipfrac"].item() == pytest.approx(1.0)
+
+
+def test_adaptive_kl_controller_by_hand() -> None:
+    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+    ctl.update(current_kl=9.0, n_steps=100)  # error 0.5 clipped to 0.2
+    assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 100 / 10_000))
+    ctl.update(current_kl=4.5, n_steps=1_000)  # error −0.25 clipped to −0.2
+    assert ctl.value == pytest.approx(0.1 * 1.002 * 0.98)
+    ctl.update(current_kl=6.6, n_steps=500)  # error 0.1, within the clip
+    assert ctl.value == pytest.approx(0.1 * 1.002 * 0.98 * 1.005)
+    restored = AdaptiveKLController(0.5, target=6.0, horizon=10_000)
+    restored.load_state_dict(ctl.state_dict())
+    assert restored.value == ctl.value
+
+    fixed = FixedKLController(0.05)
+    fixed.update(current_kl=100.0, n_steps=64)
+    assert fixed.value == 0.05
+
+
+def test_rollout_batch_layout() -> None:
+    batch = RolloutBatch.pack([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]], pad_id=0, device="cpu")
+    assert batch.prompt_width == 3
+    assert batch.input_ids.tolist() == [[5, 6, 7, 1, 2, 0], [0, 0, 8, 3, 4, 9]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
+    assert batch.mask.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+    assert batch.rows(torch.tensor([1])).responses.tolist() == [[3, 4, 9]]
+
+
+# ------------------------------------------------------------------------------ real runs
+
+
+@pytest.fixture(scope="module")
+def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module-scoped runs happen before the per-test autouse fixture: isolate them too."""
+    home = tmp_path_factory.mktemp("srcode-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VUL2SAFE_HOME", str(home))
+        mp.setenv("HF_HOME", str(home / "hf"))
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            mp.setenv(name, "1")
+        yield
+
+
+def run_cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    if result.exit_code != 0:
+        raise AssertionError(f"srcode {' '.join(args)} failed:\n{result.output}") from (
+            result.exception
+        )
+    return result.output
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory: pytest.TempPathFactory, isolated_env: None) -> Path:
+    """`srcode ppo tiny_cpu.yaml`: 3 steps, checkpoints at 2 and 3."""
+    out = tmp_path_factory.mktemp("ppo")
+    run_cli("ppo", str(TINY_CPU), "--output-dir", str(out))
+    return out
+
+
+def test_ppo_cli_changes_parameters(ppo_run: Path) -> None:
+    before = load_file(ppo_run / "tiny-model" / "model.safetensors")
+    after = load_file(ppo_run / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert len(changed) == len(before), f"unchanged: {set(before) - set(changed)}"
+    head = load_file(ppo_run / "value_head.safetensors")
+    assert head["weight"].shape == (1, 64)
+
+
+def test_ppo_cli_logs_metrics(ppo_run: Path) -> None:
+    metrics = read_metrics(ppo_run / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    for m in metrics:
+        for key in ("loss/policy", "loss/value", "loss/total", "kl/mean", "kl/coef"):
+            assert math.isfinite(m[key]), key
+        for key in ("reward/score_mean", "reward/total_mean", "scan/invalid", "policy/clipfrac"):
+            assert key in m
+        assert m["response/length_mean"] > 0
+    # the adaptive controller moved β by the hand formula after each step
+    for prev, cur in itertools.pairwise(metrics):
+        error = min(max(prev["kl/mean"] / 6.0 - 1.0, -0.2), 0.2)
+        assert cur["kl/coef"] == pytest.approx(prev["kl/coef"] * (1 + error * 4 / 10_000))
+    events = list((ppo_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert (ppo_run / "README.md").read_text().count("SRCode PPO model") == 1
+
+
+def test_ppo_checkpoints(ppo_run: Path) -> None:
+    steps = sorted(p.name for p in (ppo_run / "checkpoints").iterdir())
+    assert steps == ["step-000002", "step-000003"]
+    state = json.loads((ppo_run / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
+    assert state["step"] == 2
+
+
+def test_resume_continues_at_the_right_step(ppo_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ppo"
+    run_cli("ppo", str(TINY_CPU), "-o", str(out), "--set", "ppo.steps=2")
+    assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2]
+    output = run_cli("ppo", str(TINY_CPU), "-o", str(out), "--resume", "latest")
+    assert "at step 2" in output and "step 3:" in output and "step 1:" not in output
+    resumed = read_metrics(out / "metrics.jsonl")
+    assert [m["step"] for m in resumed] == [1, 2, 3]
+    # same prompts, samples, optimizer and RNG state: identical to the uninterrupted run
+    straight = read_metrics(ppo_run / "metrics.jsonl")
+    for key in ("loss/policy", "loss/value", "kl/mean", "kl/coef", "reward/score_mean"):
+        assert resumed[2][key] == pytest.approx(straight[2][key], rel=1e-5, abs=1e-7), key
+    a, b = load_file(out / "model.safetensors"), load_file(ppo_run / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_ppo_lora_soft_clip_fixed_kl(tmp_path: Path, isolated_env: None) -> None:
+    out = tmp_path / "lora"
+    overrides = [
+        "model.lora=true",
+        "model.lora_r=4",
+        "ppo.clip_mode=soft",
+        "ppo.kl_control=fixed",
+        "ppo.steps=2",
+        "ppo.save_every=0",
+    ]
+    args = [arg for o in overrides for arg in ("--set", o)]
+    run_cli("ppo", str(TINY_CPU), "-o", str(out), *args)
+    metrics = read_metrics(out / "metrics.jsonl")
+    assert [m["kl/coef"] for m in metrics] == [0.05, 0.05]
+    # the reference is the adapter-free base: KL is 0 before the first update, not after
+    assert metrics[0]["kl/mean"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics[1]["kl/mean"] != pytest.approx(0.0, abs=1e-7)
+    assert (out / "adapter" / "adapter_config.json").exists()
+    before = load_file(out / "tiny-model" / "model.safetensors")
+    merged = load_file(out / "model.safetensors")
+    assert any(not torch.equal(before[k], merged[k]) for k in before)
+    assert os.listdir(out / "checkpoints") == ["step-000002"]
