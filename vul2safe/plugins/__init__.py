@@ -40,6 +40,14 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vul2safe.plugins.sarif_import",
     "vul2safe.plugins.humaneval_pro",
     "vul2safe.plugins.mbpp_pro",
+    "vul2safe.plugins.cyberseceval",
+    "vul2safe.plugins.primevul_plus",
+    "vul2safe.plugins.source_primevul",
+    "vul2safe.plugins.source_sven",
+    "vul2safe.plugins.source_safecoder",
+    "vul2safe.plugins.transformers_backend",
+    "vul2safe.plugins.openai_backend",
+    "vul2safe.plugins.vllm_backend",
 )
 ENTRY_POINT_GROUP = "vul2safe"
 

@@ -6,7 +6,8 @@ for C, C++, Python, Java, JavaScript, PHP and C#, plus its regex rules translate
 ``pattern-regex`` rules so that one semgrep process runs both. ``icd-semgrep`` is the Semgrep
 rules alone. Users add their own rule files with ``--semgrep-config``.
 
-Packs are merged into one JSON rule file under ``$VUL2SAFE_HOME/rules`` whose SHA-256 (with the
+Packs are merged into one JSON rule file under ``$VUL2SAFE_RULES_DIR`` (default
+``$VUL2SAFE_HOME/rules``) whose SHA-256 (with the
 user configs' contents) is the ``rules_hash`` recorded in every report and cache key.
 Semgrep is always called with ``--metrics=off --disable-version-check``: without them each call
 waits ~90 s for the network here.
@@ -18,6 +19,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -132,7 +134,8 @@ def pack_file(pack: str) -> Path:
     text = json.dumps({"rules": rules}, sort_keys=True, indent=1)
     version = SemgrepScanner().version()
     digest = hashlib.sha256((version + text).encode()).hexdigest()[:16]
-    path = home() / "rules" / f"semgrep-{pack}-{digest}.json"
+    rules_dir = Path(os.environ.get("VUL2SAFE_RULES_DIR") or home() / "rules")
+    path = rules_dir / f"semgrep-{pack}-{digest}.json"
     with _pack_lock:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
