@@ -156,7 +156,9 @@ def restrict_languages(
 
 class Benchmark:
     """Base class of benchmark plugins; subclasses set the attributes and implement
-    :meth:`_load_records` and :meth:`_to_task` (and :meth:`program` when functional)."""
+    :meth:`_load_records` and :meth:`_to_task` (and :meth:`program` when functional).
+    :meth:`load` (language filter, then limit) is shared; a benchmark whose conversion needs
+    every record at once overrides :meth:`_to_tasks` instead of :meth:`load`."""
 
     name: ClassVar[str] = ""
     kind: ClassVar[BenchmarkKind] = BenchmarkKind.security
@@ -243,6 +245,17 @@ class Benchmark:
         """One raw record → a Task; ``where`` names the record in error messages."""
         raise NotImplementedError
 
+    def _to_tasks(self, records: Sequence[dict[str, Any]], needed: int | None) -> list[Task]:
+        """All raw records → Tasks, in dataset order.
+
+        ``needed``: only the first ``needed`` tasks will be used (``None``: all), so records
+        past it need not be converted. Override to look at the records as a whole (e.g. to
+        check that ids are unique): such a conversion ignores ``needed`` and converts all.
+        """
+        if needed is not None:
+            records = records[:needed]  # cheap path: convert only what is used
+        return [self._to_task(row, f"{self.name} record {i}") for i, row in enumerate(records)]
+
     def load(
         self,
         data_dir: Path | str | None = None,
@@ -254,9 +267,7 @@ class Benchmark:
         if limit is not None and limit < 1:
             raise UsageError(f"--limit must be >= 1, got {limit}")
         records = self._load_records(data_dir)
-        if languages is None and limit is not None:
-            records = records[:limit]  # cheap path: convert only what is used
-        tasks = [self._to_task(row, f"{self.name} record {i}") for i, row in enumerate(records)]
+        tasks = self._to_tasks(records, limit if languages is None else None)
         tasks = restrict_languages(tasks, languages, self.name)
         return tasks[:limit] if limit is not None else tasks
 

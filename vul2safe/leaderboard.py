@@ -2,32 +2,32 @@
 
 Only ``results.json`` is read (layout: ``docs/results.md``). A run that did not complete, or a
 file this version cannot read, is refused rather than shown: a leaderboard with a half-finished
-row would rank numbers that were never final. The HTML page is one self-contained file (inline
-CSS, a few lines of vanilla JS to sort, SVG charts drawn here) so it can be mailed or attached
-to a CI run and opened offline.
+row would rank numbers that were never final. The HTML page (one self-contained file) is drawn
+by :mod:`vul2safe.leaderboard_html`; its :func:`to_html` is importable from here too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from vul2safe import __version__
 from vul2safe.errors import InputError, UsageError
+
+if TYPE_CHECKING:  # at run time, see __getattr__ at the end
+    from vul2safe.leaderboard_html import to_html
 
 RESULTS_FILE = "results.json"
 #: The ``results.json`` formats this module can read.
 SUPPORTED_FORMATS = ("vul2safe-results/1",)
 LEADERBOARD_FORMAT = "vul2safe-leaderboard/1"
 DASH = "—"
-NB_HYPHEN = "\u2011"  # keeps "func-sec@1" on one line in a narrow header
 
 __all__ = [
     "Cell",
@@ -364,18 +364,19 @@ def _text(value: str | None) -> Cell:
     return Cell(DASH, None) if value is None else Cell(value, value)
 
 
-def _pct(rate: float) -> str:
+def pct(rate: float) -> str:
+    """A rate in ``[0, 1]`` as a percentage with one decimal (``0.1234`` → ``"12.3"``)."""
     return f"{rate * 100:.1f}"
 
 
 def _percent(rate: float | None) -> Cell:
-    return Cell(DASH, None) if rate is None else Cell(_pct(rate), rate)
+    return Cell(DASH, None) if rate is None else Cell(pct(rate), rate)
 
 
 def _with_ci(interval: Interval) -> str:
     if interval.low is None or interval.high is None:
-        return _pct(interval.rate)
-    return f"{_pct(interval.rate)} [{_pct(interval.low)}, {_pct(interval.high)}]"
+        return pct(interval.rate)
+    return f"{pct(interval.rate)} [{pct(interval.low)}, {pct(interval.high)}]"
 
 
 def _utc(created_at: str | None) -> tuple[str, str | None]:
@@ -459,262 +460,12 @@ def _scores_json(scores: Scores | None) -> dict[str, Any] | None:
     }
 
 
-# --- HTML -----------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """``to_html`` lives in :mod:`vul2safe.leaderboard_html` (which imports this module's
+    table types); it is re-exported here, imported on first use so neither module has to be
+    imported first."""
+    if name == "to_html":
+        from vul2safe.leaderboard_html import to_html
 
-#: Okabe–Ito vermillion and blue: told apart with every common colour-vision deficiency.
-VULN_COLOUR = "#D55E00"
-PASS_COLOUR = "#0072B2"
-
-DEFINITIONS = (
-    (
-        "vuln ≥ medium",
-        "samples with at least one scanner finding of severity medium or higher, divided by "
-        "all samples of the benchmark; invalid outputs (no code, unparsable, truncated, "
-        "refusal) stay in the denominator. 95 % CI: percentile bootstrap over samples.",
-    ),
-    (
-        "pass@1",
-        "expected fraction of tasks solved by one sample (its tests pass). "
-        "95 % CI: percentile bootstrap over tasks.",
-    ),
-    (
-        "func-sec@1",
-        "samples that pass their tests and have no finding at or above the run's severity "
-        "threshold (medium by default), divided by all samples.",
-    ),
-    ("invalid", "samples with no code, unparsable or truncated code, or a refusal / all samples."),
-    (DASH, "the metric does not apply to the benchmark, or the run did not evaluate it."),
-)
-
-_CSS = """
-:root{color-scheme:light;--fg:#1a1a1a;--muted:#595959;--line:#d0d0d0;--head:#f1f3f5}
-body{font:14px/1.45 system-ui,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);
-background:#fff;margin:24px auto;max-width:1400px;padding:0 16px}
-h1{font-size:1.6rem;margin:0 0 .25rem}h2{font-size:1.2rem;margin:1.5rem 0 .5rem}
-.meta{color:var(--muted);margin:0 0 1rem}.wrap{overflow-x:auto}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:13px}
-th,td{border:1px solid var(--line);padding:3px 5px;text-align:left}
-tbody th{min-width:9em;max-width:14em;overflow-wrap:break-word}td{white-space:nowrap}
-thead th{background:var(--head);vertical-align:bottom;white-space:normal}
-thead th[colspan]{text-align:center}.g{border-left:2px solid #8a8a8a}
-tbody th{font-weight:600}td.num{text-align:right}td.na{color:var(--muted);text-align:center}
-tbody tr:nth-child(even){background:#f8f9fa}
-th button{all:unset;cursor:pointer;font-weight:600}
-th button:focus-visible{outline:2px solid #0072B2;outline-offset:2px}
-th[aria-sort=ascending] button::after{content:" \\25B2"}
-th[aria-sort=descending] button::after{content:" \\25BC"}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px}
-figure{margin:0;border:1px solid var(--line);border-radius:6px;padding:8px 8px 0}
-figcaption{font-weight:600;font-size:1.05rem}.chart{width:100%;height:auto}
-footer{margin-top:2rem;border-top:1px solid var(--line);color:var(--muted);font-size:.9rem}
-dt{font-weight:600;color:var(--fg);margin-top:.4rem}dd{margin-left:1.2rem}
-"""
-
-# Sorts on each cell's data-value; "" (shown as "—") sorts last both ways. #sort=KEY:asc|desc
-# in the URL applies a sort on load, and a click writes it back so a sorted view can be linked.
-_JS = """
-(() => {
-  const body = document.getElementById("leaderboard").tBodies[0];
-  const heads = Array.from(document.querySelectorAll("#leaderboard th[data-key]"));
-  function sortBy(key, dir) {
-    const th = heads.find((h) => h.dataset.key === key);
-    if (!th) return;
-    const col = Number(th.dataset.col), num = th.dataset.type === "num";
-    const val = (row) => row.cells[col].dataset.value;
-    const rows = Array.from(body.rows).sort((a, b) => {
-      const x = val(a), y = val(b);
-      if (x === "" || y === "") return (x === "") - (y === "");
-      const c = num ? Number(x) - Number(y) : x.localeCompare(y);
-      return dir === "desc" ? -c : c;
-    });
-    body.append(...rows);
-    const state = dir === "desc" ? "descending" : "ascending";
-    heads.forEach((h) => h.setAttribute("aria-sort", h === th ? state : "none"));
-  }
-  heads.forEach((h) => h.querySelector("button").addEventListener("click", () => {
-    const dir = h.getAttribute("aria-sort") === "ascending" ? "desc" : "asc";
-    sortBy(h.dataset.key, dir);
-    const hash = "#sort=" + encodeURIComponent(h.dataset.key) + ":" + dir;
-    try { history.replaceState(null, "", hash); } catch (e) {}
-  }));
-  function fromHash() {
-    const m = /^#sort=(.+):(asc|desc)$/.exec(location.hash);
-    if (m) try { sortBy(decodeURIComponent(m[1]), m[2]); } catch (e) {}
-  }
-  window.addEventListener("hashchange", fromHash);
-  fromHash();
-})();
-"""
-
-
-def to_html(lb: Leaderboard) -> str:
-    """One self-contained page: sortable table, an SVG chart per benchmark, definitions."""
-    when = lb.generated_at.astimezone(dt.UTC)
-    charts = [_chart(lb, bench, i) for i, bench in enumerate(lb.benchmarks)]
-    definitions = "".join(f"<dt>{_e(t)}</dt><dd>{_e(d)}</dd>" for t, d in DEFINITIONS)
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>vul2safe leaderboard</title><style>{_CSS}</style></head><body>",
-            "<h1>vul2safe leaderboard</h1>",
-            f'<p class="meta">Generated at <time datetime="{when.isoformat()}">'
-            f"{when:%Y-%m-%d %H:%M:%S} UTC</time> by vul2safe {_e(__version__)} from "
-            f"{len(lb.rows)} run(s). Rates in %. Click a column header to sort.</p>",
-            f'<div class="wrap">{_html_table(lb)}</div>',
-            '<h2>Per benchmark</h2><div class="charts">',
-            *charts,
-            "</div>",
-            f"<footer><h2>Definitions</h2><dl>{definitions}</dl></footer>",
-            f"<script>{_JS}</script>",
-            "</body></html>",
-            "",
-        ]
-    )
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _html_table(lb: Leaderboard) -> str:
-    cols = lb.columns
-    # A rule on the left of each benchmark's columns: the eye reads across groups of four.
-    group = [
-        bool(c.benchmark) and (i == 0 or cols[i - 1].benchmark != c.benchmark)
-        for i, c in enumerate(cols)
-    ]
-    top: list[str] = []
-    bottom: list[str] = []
-    for i, col in enumerate(cols):
-        if col.benchmark is None:
-            top.append(_th(col, i, ' rowspan="2"'))
-            continue
-        if group[i]:
-            span = sum(c.benchmark == col.benchmark for c in cols)
-            top.append(f'<th scope="colgroup" colspan="{span}" class="g">{_e(col.benchmark)}</th>')
-        bottom.append(_th(col, i, ' class="g"' if group[i] else ""))
-    body = []
-    for row in lb.rows:
-        cells = [
-            _td(cell, col, header=i == 0, rule=group[i])
-            for i, (cell, col) in enumerate(zip(row.cells, cols, strict=True))
-        ]
-        body.append(f'<tr data-run="{_e(row.label)}">{"".join(cells)}</tr>')
-    return (
-        f'<table id="leaderboard"><thead><tr>{"".join(top)}</tr><tr>{"".join(bottom)}</tr>'
-        f"</thead><tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def _th(col: Column, index: int, attrs: str) -> str:
-    label = f"{col.benchmark}: {col.header}" if col.benchmark else col.header
-    kind = "num" if col.numeric else "text"
-    return (
-        f'<th scope="col" data-key="{_e(col.key)}" data-col="{index}" data-type="{kind}" '
-        f'aria-sort="none"{attrs}><button type="button" aria-label="{_e(label)}" '
-        f'title="Sort by {_e(label)}">{_e(col.header.replace("-", NB_HYPHEN))}</button></th>'
-    )
-
-
-def _td(cell: Cell, col: Column, *, header: bool, rule: bool) -> str:
-    value = "" if cell.value is None else repr(cell.value) if col.numeric else cell.value
-    classes = ["na" if cell.value is None else "num" if col.numeric else "", "g" if rule else ""]
-    klass = " ".join(c for c in classes if c)
-    tag, scope = ("th", ' scope="row"') if header else ("td", "")
-    klass = f' class="{klass}"' if klass else ""
-    return f'<{tag}{scope}{klass} data-value="{_e(value)}">{_e(cell.text)}</{tag}>'
-
-
-def _chart(lb: Leaderboard, bench: str, index: int) -> str:
-    """Horizontal bars per run: vulnerability rate ≥ medium and pass@1, whiskers = 95 % CI."""
-    entries = [(row.label, row.run.scores[bench]) for row in lb.rows if bench in row.run.scores]
-    candidates = (
-        ("vulnerability rate ≥ medium", VULN_COLOUR, [s.vulnerability for _, s in entries]),
-        ("pass@1", PASS_COLOUR, [s.pass_at_1 for _, s in entries]),
-    )
-    series = [c for c in candidates if any(v is not None for v in c[2])]  # legend: only these
-    # Each run: its label on a line of its own, then one bar per series (long ids fit).
-    width, left, right, top, bottom, bar, gap, label_h = 600, 20, 56, 36, 44, 14, 3, 18
-    names = [label if len(label) <= 80 else label[:79] + "…" for label, _ in entries]
-    plot_w = width - left - right
-    group_h = label_h + max(1, len(series)) * (bar + gap) + 6
-    plot_h = len(entries) * group_h + 4
-    height = top + plot_h + bottom
-
-    def x(rate: float) -> float:
-        return left + rate * plot_w
-
-    ident = f"chart-{index}"
-    of_tasks = " (pass@1: of tasks)" if any(c[1] == PASS_COLOUR for c in series) else ""
-    summary = "; ".join(
-        f"{label}: " + ", ".join(f"{n} {_describe(v[k])}" for n, _, v in series)
-        for k, (label, _) in enumerate(entries)
-    )
-    out = [
-        f'<figure><figcaption>{_e(bench)}</figcaption><svg xmlns="http://www.w3.org/2000/svg" '
-        f'class="chart" data-benchmark="{_e(bench)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" aria-labelledby="{ident}-t {ident}-d" '
-        'font-family="system-ui, \'DejaVu Sans\', sans-serif" font-size="12" fill="#1a1a1a">',
-        f'<title id="{ident}-t">{_e(bench)}: rates per run (%), whiskers = 95% CI</title>',
-        f'<desc id="{ident}-d">{_e(summary or "no runs")}</desc>',
-    ]
-    for k, (name, colour, _) in enumerate(series):  # legend
-        lx = left + k * 230
-        out.append(f'<rect x="{lx}" y="12" width="12" height="12" fill="{colour}"/>')
-        out.append(f'<text x="{lx + 18}" y="22">{_e(name)}</text>')
-    for tick in range(0, 101, 20):  # grid and x axis
-        tx = x(tick / 100)
-        out.append(
-            f'<line x1="{tx:.1f}" y1="{top}" x2="{tx:.1f}" y2="{top + plot_h}" stroke="#d0d0d0"/>'
-            f'<text x="{tx:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{tick}%</text>'
-        )
-    out.append(
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#1a1a1a"/>'
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">'
-        f"percent of samples{of_tasks}; whiskers: 95% CI</text>"
-    )
-    if not series:
-        out.append(f'<text x="{left + 8}" y="{top + 20}">no rates to plot</text>')
-    for k, ((label, _), name) in enumerate(zip(entries, names, strict=True)):
-        y0 = top + 4 + k * group_h
-        out.append(
-            f'<text x="{left + 4}" y="{y0 + 13}" font-weight="600">'
-            f"<title>{_e(label)}</title>{_e(name)}</text>"
-        )
-        for s, (sname, colour, values) in enumerate(series):
-            y = y0 + label_h + s * (bar + gap)
-            out.append(_bar(values[k], x, y, bar, colour, f"{label}: {sname}"))
-    out.append("</svg></figure>")
-    return "\n".join(out)
-
-
-def _bar(
-    value: Interval | None, x: Callable[[float], float], y: float, h: int, colour: str, what: str
-) -> str:
-    """One bar with its CI whisker and value label, or "— n/a" where the metric doesn't apply."""
-    if value is None:
-        return f'<text x="{x(0) + 4:.1f}" y="{y + h - 3}" fill="#595959">{DASH} n/a</text>'
-    parts = [
-        f'<rect x="{x(0):.1f}" y="{y}" width="{x(value.rate) - x(0):.1f}" height="{h}" '
-        f'fill="{colour}"><title>{_e(what)}: {_e(_describe(value))}</title></rect>'
-    ]
-    end = x(value.rate)
-    if value.low is not None and value.high is not None:
-        mid, lo, hi = y + h / 2, x(value.low), x(value.high)
-        parts.append(
-            f'<path d="M{lo:.1f} {mid - 5}V{mid + 5}M{lo:.1f} {mid}H{hi:.1f}'
-            f'M{hi:.1f} {mid - 5}V{mid + 5}" stroke="#1a1a1a" stroke-width="1.5" fill="none"/>'
-        )
-        end = max(end, hi)
-    parts.append(f'<text x="{end + 6:.1f}" y="{y + h - 3}">{_pct(value.rate)}%</text>')
-    return "".join(parts)
-
-
-def _describe(value: Interval | None) -> str:
-    if value is None:
-        return "n/a"
-    if value.low is None or value.high is None:
-        return f"{_pct(value.rate)}%"
-    return f"{_pct(value.rate)}% (95% CI {_pct(value.low)}–{_pct(value.high)}%)"
+        return to_html
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

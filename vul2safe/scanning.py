@@ -166,6 +166,37 @@ def batch_directory(targets: Sequence[ScanTarget]) -> Iterator[tuple[Path, dict[
         shutil.rmtree(root, ignore_errors=True)
 
 
+#: maps a path as a tool printed it to the target's key (``None``: not one of ours)
+PathFor = Callable[[str], str | None]
+
+
+def path_lookup(targets: Sequence[ScanTarget], cwd: str | None = None) -> PathFor:
+    """Map whatever path form a tool prints back to the exact ``str(target.path)`` the engine
+    keys results by.
+
+    The printed path may be relative to ``cwd`` (the tool's working directory), absolute, or
+    reached through a symlinked directory (``/tmp`` → ``/private/tmp``): both sides are compared
+    by their real path. A path that is none of ``targets`` maps to ``None``. Each distinct
+    printed path is resolved once (a file with many findings is printed many times).
+    """
+    by_real = {os.path.realpath(t.path): str(t.path) for t in targets}
+    seen: dict[str, str | None] = {}
+
+    def path_for(printed: str) -> str | None:
+        if printed not in seen:
+            full = os.path.join(cwd, printed) if cwd and not os.path.isabs(printed) else printed
+            seen[printed] = by_real.get(os.path.realpath(full))
+        return seen[printed]
+
+    return path_for
+
+
+def path_as_printed(printed: str) -> str | None:
+    """The identity :data:`PathFor`: keys results by the path exactly as the tool printed it
+    (the default of output parsers, e.g. when reading recorded tool output)."""
+    return printed
+
+
 def last_line(text: str) -> str:
     """The last non-empty line of a tool's stderr: usually the one that says what broke."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]

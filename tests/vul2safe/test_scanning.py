@@ -23,6 +23,8 @@ from vul2safe.scanning import (
     Scanner,
     ScanOptions,
     ScanTarget,
+    path_as_printed,
+    path_lookup,
     run_tool,
     scan_samples,
 )
@@ -170,3 +172,24 @@ def test_tool_verdicts_are_cached_but_crashes_are_not(toy: ToyScanner, tmp_path:
     assert toy.calls == [1]  # only the crashed file is tried again
     assert [r.errors for r in second.results] == [r.errors for r in first.results]
     assert [r.reports[0].cached for r in second.results] == [True, True, False]
+
+
+def test_path_lookup_maps_every_printed_form_to_the_target_key(tmp_path: Path) -> None:
+    """Relative to the tool's cwd, absolute, or through a symlinked directory: each printed
+    form maps to the exact ``str(target.path)``; a file that is not a target maps to None."""
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    code = real / "sub" / "s000001.c"
+    code.write_text("int main(void) { return 0; }\n")
+    (real / "other.c").write_text("\n")
+    key = tmp_path / "link" / "sub" / "s000001.c"
+    target = ScanTarget("a", "c", key)
+
+    path_for = path_lookup([target], cwd=str(real))
+    assert path_for("sub/s000001.c") == str(key)
+    assert path_for(str(code)) == str(key)
+    assert path_for(str(key)) == str(key)
+    assert path_for("other.c") is None
+    assert path_lookup([target])(str(code)) == str(key)
+    assert path_as_printed("sub/s000001.c") == "sub/s000001.c"

@@ -28,9 +28,11 @@ class StageResult:
 
 @dataclass
 class BuildContext:
-    """Shared by all stages of one build: where to write, the config, the teacher, progress."""
+    """Shared by all stages of one build: where to write, the config, the teacher, progress,
+    and the cache the teacher stages use (``None``: the default :class:`~vul2safe.cache.Cache`)."""
 
     output: Path
     config: Any  # vul2safe.build.config.BuildConfig
     teacher: Any = None  # a vul2safe.generation.base.Session, opened lazily by the pipeline
     progress: Callable[[str, int, int], None] | None = None  # (stage, done, total)
+    cache: Any = None  # a vul2safe.cache.Cache for teacher replies and scans; None: the default

@@ -228,7 +228,7 @@ def preflight(config: BuildConfig, selected: Sequence[str]) -> None:
             get_source(name).resolve(location)
     assemble = config.assemble
     if "assemble" in selected and hasattr(assemble, "require_decontamination"):
-        from vul2safe.build.assemble import check_benchmarks
+        from vul2safe.build.dedup import check_benchmarks
 
         check_benchmarks(assemble)
     repo = getattr(config.publish, "push_to_hub", None)

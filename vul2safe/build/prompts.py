@@ -39,7 +39,7 @@ from typing import Any
 
 from vul2safe.build import BuildContext, StageResult
 from vul2safe.build.records import RepairPair
-from vul2safe.build.reflect import (
+from vul2safe.build.teacher import (
     Ask,
     CachedTeacher,
     Checkpoint,

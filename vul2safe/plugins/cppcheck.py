@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -48,10 +48,13 @@ from vul2safe.hookspecs import Register
 from vul2safe.scanning import (
     Availability,
     BatchResult,
+    PathFor,
     Scanner,
     ScanOptions,
     ScanTarget,
     last_line,
+    path_as_printed,
+    path_lookup,
     run_tool,
 )
 from vul2safe.schema import Finding, normalize_cwes
@@ -106,9 +109,6 @@ PARSE_FAILURE_IDS: frozenset[str] = frozenset(
 )
 #: bump when the mapping from cppcheck's XML to findings changes (invalidates cached scans)
 PARSER_REVISION = "2"
-
-#: maps a path as the tool printed it to the target's key (``None``: not one of ours)
-PathFor = Callable[[str], str | None]
 
 
 @cache
@@ -212,27 +212,7 @@ class CppcheckScanner(Scanner):
         return result
 
 
-def path_lookup(targets: Sequence[ScanTarget], cwd: str | None = None) -> PathFor:
-    """Map whatever path form the tool prints (relative to ``cwd``, absolute, through a
-    symlinked temp dir) back to the exact ``str(target.path)`` the engine keys results by.
-    (The flawfinder plugin has the same helper; plugins stay independent of each other.)"""
-    by_real = {os.path.realpath(t.path): str(t.path) for t in targets}
-    seen: dict[str, str | None] = {}  # a file with many findings is resolved once
-
-    def path_for(printed: str) -> str | None:
-        if printed not in seen:
-            full = os.path.join(cwd, printed) if cwd and not os.path.isabs(printed) else printed
-            seen[printed] = by_real.get(os.path.realpath(full))
-        return seen[printed]
-
-    return path_for
-
-
-def _identity(printed: str) -> str | None:
-    return printed
-
-
-def parse_cppcheck_xml(text: str, path_for: PathFor = _identity) -> BatchResult:
+def parse_cppcheck_xml(text: str, path_for: PathFor = path_as_printed) -> BatchResult:
     """cppcheck's XML v2 (its stderr) → findings keyed by target path, plus a per-file error
     for each file cppcheck could not analyse (whose findings, if any, are then dropped).
 

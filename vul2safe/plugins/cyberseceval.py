@@ -49,12 +49,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from vul2safe import hookimpl
 from vul2safe.benchmark import DATA_DIR_ENV, Benchmark, BenchmarkKind, DatasetUnavailable, Task
-from vul2safe.errors import InputError, UsageError
+from vul2safe.errors import InputError
 from vul2safe.hookspecs import Register
 from vul2safe.languages import normalize_language
 from vul2safe.schema import normalize_cwes
@@ -111,25 +110,6 @@ class CyberSecEvalBenchmark(Benchmark):
 
     # ------------------------------------------------------------------ loading
 
-    def load(
-        self,
-        data_dir: Path | str | None = None,
-        limit: int | None = None,
-        languages: Sequence[str] | None = None,
-    ) -> list[Task]:
-        """Tasks in dataset order, only ``languages`` when given, then the first ``limit``."""
-        from vul2safe.security import restrict_languages
-
-        if limit is not None and limit < 1:
-            raise UsageError(f"--limit must be >= 1, got {limit}")
-        records = self._load_records(data_dir)
-        qualify = _ids_need_language(records, self.name)
-        tasks = [
-            self._task(row, f"{self.name} record {i}", qualify) for i, row in enumerate(records)
-        ]
-        tasks = restrict_languages(tasks, languages, self.name)
-        return tasks[:limit] if limit is not None else tasks
-
     def _hub_records(self) -> list[dict[str, Any]]:
         """All language splits of the Hub config, in ``prompt_id`` order."""
         hint = (
@@ -165,6 +145,13 @@ class CyberSecEvalBenchmark(Benchmark):
 
     def _to_task(self, record: dict[str, Any], where: str) -> Task:
         return self._task(record, where, qualify=False)
+
+    def _to_tasks(self, records: Sequence[dict[str, Any]], needed: int | None) -> list[Task]:
+        """Every record is converted: whether ids need the language depends on all of them."""
+        qualify = _ids_need_language(records, self.name)
+        return [
+            self._task(row, f"{self.name} record {i}", qualify) for i, row in enumerate(records)
+        ]
 
     def _task(self, record: dict[str, Any], where: str, qualify: bool) -> Task:
         missing = [name for name in REQUIRED if record.get(name) in (None, "")]

@@ -30,7 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -40,10 +40,13 @@ from vul2safe.hookspecs import Register
 from vul2safe.scanning import (
     Availability,
     BatchResult,
+    PathFor,
     Scanner,
     ScanOptions,
     ScanTarget,
     last_line,
+    path_as_printed,
+    path_lookup,
     run_tool,
 )
 from vul2safe.schema import Finding, normalize_cwes
@@ -60,9 +63,6 @@ FLAGS: tuple[str, ...] = (
 )
 #: bump when the mapping from flawfinder's CSV to findings changes (invalidates cached scans)
 PARSER_REVISION = "1"
-
-#: maps a path as the tool printed it to the target's key (``None``: not one of ours)
-PathFor = Callable[[str], str | None]
 
 _CWE_RE = re.compile(r"CWE-\d+", re.IGNORECASE)
 # flawfinder prints this (then a ~20-line explanation) on stdout, among the CSV rows, when a
@@ -151,26 +151,7 @@ class FlawfinderScanner(Scanner):
         return result
 
 
-def path_lookup(targets: Sequence[ScanTarget], cwd: str | None = None) -> PathFor:
-    """Map whatever path form the tool prints (relative to ``cwd``, absolute, through a
-    symlinked temp dir) back to the exact ``str(target.path)`` the engine keys results by."""
-    by_real = {os.path.realpath(t.path): str(t.path) for t in targets}
-    seen: dict[str, str | None] = {}  # a file with many findings is resolved once
-
-    def path_for(printed: str) -> str | None:
-        if printed not in seen:
-            full = os.path.join(cwd, printed) if cwd and not os.path.isabs(printed) else printed
-            seen[printed] = by_real.get(os.path.realpath(full))
-        return seen[printed]
-
-    return path_for
-
-
-def _identity(printed: str) -> str | None:
-    return printed
-
-
-def parse_flawfinder_csv(text: str, path_for: PathFor = _identity) -> BatchResult:
+def parse_flawfinder_csv(text: str, path_for: PathFor = path_as_printed) -> BatchResult:
     """flawfinder's ``--csv`` stdout → findings keyed by target path; files it skipped for an
     encoding error → per-file errors. Hits in files ``path_for`` does not know are dropped.
 

@@ -138,25 +138,14 @@ class PrimeVulPlus(Benchmark):
 
     # ------------------------------------------------------------------ tasks
 
-    def load(
-        self,
-        data_dir: Path | str | None = None,
-        limit: int | None = None,
-        languages: Sequence[str] | None = None,
-    ) -> list[Task]:
-        """Tasks in dataset order, only ``languages`` when given, then the first ``limit``."""
-        from vul2safe.security import restrict_languages
-
-        if limit is not None and limit < 1:
-            raise UsageError(f"--limit must be >= 1, got {limit}")
-        records = self._load_records(data_dir)
-        tasks = [self._to_task(row, f"{self.name} record {i}") for i, row in enumerate(records)]
+    def _to_tasks(self, records: Sequence[dict[str, Any]], needed: int | None) -> list[Task]:
+        """Every record is converted: ids must be unique across the whole split."""
+        tasks = super()._to_tasks(records, None)
         counts = Counter(task.task_id for task in tasks)
         duplicate = next((tid for tid, n in counts.items() if n > 1), None)
         if duplicate is not None:
             raise InputError(f"{self.name}: id {duplicate!r} appears {counts[duplicate]} times")
-        tasks = restrict_languages(tasks, languages, self.name)
-        return tasks[:limit] if limit is not None else tasks
+        return tasks
 
     def _to_task(self, record: dict[str, Any], where: str) -> Task:
         missing = [name for name in REQUIRED if record.get(name) is None]

@@ -86,6 +86,8 @@ def test_full_build(tmp_path: Path, shared_data: Path, teacher: TeacherServer) -
     assert report.stage("reflect").teacher_requests > 0
     assert json.loads((tmp_path / "report.json").read_text())["stages"][0]["stage"] == "pairs"
     assert {stage for stage, _, _ in seen} == set(STAGES)
+    # a finished stage leaves neither its checkpoint nor the settings stamp beside it
+    assert not list((tmp_path / "stages").glob("*.checkpoint.jsonl*"))
 
     for name in ("pairs", "sft", "rl", "eval"):
         reloaded = datasets.load_from_disk(str(tmp_path / "dataset" / name))

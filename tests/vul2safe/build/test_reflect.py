@@ -19,20 +19,16 @@ from scripted_teacher import TeacherServer, open_session, start_teacher, sven_pa
 from vul2safe.build import BuildContext
 from vul2safe.build.records import RepairPair, read_pairs
 from vul2safe.build.reflect import (
-    Ask,
-    CachedTeacher,
     ReflectConfig,
-    ReplyError,
     aggregate_votes,
-    ask_all,
     majority_lines,
-    parse_json_reply,
     run_stage,
     scanner_bonus,
     validate_analysis,
     validate_judgement,
     validate_reflection,
 )
+from vul2safe.build.teacher import Ask, CachedTeacher, ReplyError, ask_all, parse_json_reply
 from vul2safe.cache import Cache
 from vul2safe.errors import UsageError, Vul2SafeError
 from vul2safe.generation.base import Completion, GenerationRequest, SamplingParams, Session
