@@ -49,3 +49,13 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def require_bwrap() -> None:
+    """Sandbox tests fail (not skip) without bubblewrap: a skip would hide a broken sandbox."""
+    from vul2safe.sandbox import sandbox_available
+
+    ok, reason = sandbox_available()
+    if not ok:
+        pytest.fail(f"no working bubblewrap: {reason}; apt-get install bubblewrap")

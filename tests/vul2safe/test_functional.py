@@ -24,7 +24,7 @@ from vul2safe.plugins.humaneval_pro import HumanEvalPro
 from vul2safe.sandbox import SandboxLimits, sandbox_available
 
 BWRAP_OK, BWRAP_REASON = sandbox_available()
-needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"no working bubblewrap: {BWRAP_REASON}")
+needs_bwrap = pytest.mark.usefixtures("require_bwrap")
 BENCH = HumanEvalPro()
 
 
@@ -70,7 +70,7 @@ def _mixed(tasks: list[Task]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def mixed_result(tasks: list[Task]) -> FunctionalResult:
     if not BWRAP_OK:
-        pytest.skip(f"no working bubblewrap: {BWRAP_REASON}")
+        pytest.fail(f"no working bubblewrap: {BWRAP_REASON}; apt-get install bubblewrap")
     limits = SandboxLimits(timeout_s=2.0)
     return score_samples(BENCH, tasks, _mixed(tasks), limit=6, jobs=2, limits=limits)
 

@@ -17,8 +17,7 @@ from vul2safe import sandbox
 from vul2safe.errors import SandboxUnavailable
 from vul2safe.sandbox import ExecStatus, SandboxLimits, run_program, run_programs
 
-BWRAP_OK, BWRAP_REASON = sandbox.sandbox_available()
-needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"no working bubblewrap: {BWRAP_REASON}")
+needs_bwrap = pytest.mark.usefixtures("require_bwrap")
 
 
 def _spawn_marker(marker: str) -> str:

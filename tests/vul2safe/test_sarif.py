@@ -56,7 +56,7 @@ def _codeql_fixture_path() -> Path:
         path = shared / CODEQL_FIXTURE_NAME
         if path.is_file():
             return path
-    pytest.skip(f"shared fixture {CODEQL_FIXTURE_NAME} not found beside the repository")
+    pytest.fail(f"shared fixture {CODEQL_FIXTURE_NAME} not found beside the repository")
 
 
 @pytest.fixture(scope="module")
@@ -237,18 +237,18 @@ def vuln_dir(tmp_path: Path) -> Path:
 def _codeshield_python_rules() -> Path:
     spec = importlib.util.find_spec("codeshield")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("codeshield is not installed")
+        pytest.fail("codeshield is not installed: pip install codeshield")
     root = Path(next(iter(spec.submodule_search_locations)))
     rules = root / "insecure_code_detector/rules/semgrep/_generated_/python_cyberseceval.json"
     if not rules.is_file():
-        pytest.skip(f"CodeShield rules not found at {rules}")
+        pytest.fail(f"CodeShield rules not found at {rules}")
     return rules
 
 
 def _run_semgrep(workdir: Path) -> dict[str, Any]:
     semgrep = shutil.which("semgrep")
     if semgrep is None:
-        pytest.skip("semgrep is not installed")
+        pytest.fail("semgrep is not installed: pip install semgrep")
     rules = _codeshield_python_rules()
     proc = subprocess.run(
         [
@@ -277,7 +277,7 @@ def _run_bandit_sarif(workdir: Path) -> dict[str, Any]:
         [sys.executable, "-c", "import bandit.formatters.sarif"], capture_output=True, check=False
     )
     if probe.returncode != 0:
-        pytest.skip("bandit's SARIF formatter needs its extra: pip install 'bandit[sarif]'")
+        pytest.fail("bandit's SARIF formatter needs its extra: pip install 'bandit[sarif]'")
     proc = subprocess.run(
         [sys.executable, "-m", "bandit", "-f", "sarif", "-q", "vuln.py"],
         cwd=workdir,

@@ -12,11 +12,8 @@ from typing import Any
 
 import pytest
 
-from vul2safe.sandbox import sandbox_available
-
 ROOT = Path(__file__).resolve().parents[3]
-BWRAP_OK, BWRAP_REASON = sandbox_available()
-needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"no working bubblewrap: {BWRAP_REASON}")
+needs_bwrap = pytest.mark.usefixtures("require_bwrap")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -17,10 +17,8 @@ from vul2safe.functional import score_samples
 from vul2safe.plugins._codeeval_pro import CodeEvalProBenchmark
 from vul2safe.plugins.humaneval_pro import HumanEvalPro
 from vul2safe.plugins.mbpp_pro import MbppPro
-from vul2safe.sandbox import sandbox_available
 
-BWRAP_OK, BWRAP_REASON = sandbox_available()
-needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"no working bubblewrap: {BWRAP_REASON}")
+needs_bwrap = pytest.mark.usefixtures("require_bwrap")
 
 COUNTS = {"humaneval-pro": 164, "mbpp-pro": 378}
 FILES = {"humaneval-pro": "humaneval_pro.json", "mbpp-pro": "mbpp_pro.json"}

@@ -156,8 +156,9 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_hub_fallback_offline_names_the_local_options(monkeypatch: pytest.MonkeyPatch) -> None:
     # huggingface_hub reads HF_HUB_OFFLINE once, at import: make sure it is offline
-    hub = pytest.importorskip("huggingface_hub.constants")
-    config = pytest.importorskip("datasets.config")
+    import datasets.config as config
+    import huggingface_hub.constants as hub
+
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(config, "HF_HUB_OFFLINE", True)
     with pytest.raises(DatasetUnavailable) as info:
