@@ -120,6 +120,10 @@ def eval_command(
     """Generate with MODEL and score security + function, or score an existing --samples file."""
     if model is not None:
         from vul2safe.cli.eval_run import run_model_eval
+        from vul2safe.errors import UsageError
+
+        if samples is not None:
+            raise UsageError("pass either MODEL (generate, then score) or --samples FILE, not both")
 
         run_model_eval(
             model=model,
