@@ -930,23 +930,26 @@ class ScannerReward:
         self.scorer = RolloutScorer(RewardConfig(**options), scanners=scanners, mode=mode)
         self.last_log: dict[str, float] = {}
 
-    def __call__(self, rollouts: list[Rollout]) -> list[torch.Tensor]:
+    @staticmethod
+    def to_scored(rollouts: list[Rollout]) -> list[Any]:
+        """The trainer's rollouts in the form :class:`srcode.rewards.RolloutScorer` takes."""
         from srcode.rewards import Rollout as ScoredRollout
 
-        batch = self.scorer(
-            [
-                ScoredRollout(
-                    prompt=r.prompt_text,
-                    response=r.response_text,
-                    offsets=r.response_offsets,
-                    language=r.language,
-                    secure_snippets=_secure_snippets(r.metadata),
-                    tests_passed=r.metadata.get("tests_passed"),
-                    finish_reason="length" if r.metadata.get("truncated") else "stop",
-                )
-                for r in rollouts
-            ]
-        )
+        return [
+            ScoredRollout(
+                prompt=r.prompt_text,
+                response=r.response_text,
+                offsets=r.response_offsets,
+                language=r.language,
+                secure_snippets=_secure_snippets(r.metadata),
+                tests_passed=r.metadata.get("tests_passed"),
+                finish_reason="length" if r.metadata.get("truncated") else "stop",
+            )
+            for r in rollouts
+        ]
+
+    def __call__(self, rollouts: list[Rollout]) -> list[torch.Tensor]:
+        batch = self.scorer(self.to_scored(rollouts))
         self.last_log = batch.stats.to_log("scan/")
         return batch.rewards
 

@@ -100,21 +100,8 @@ def make_reward_fn(options: dict[str, Any], cache_path: Path) -> Any:
             self.seconds = 0.0
 
         def __call__(self, rollouts: list[Any]) -> list[Any]:
-            from srcode.ppo import _secure_snippets
-
             started = time.perf_counter()
-            inputs = [
-                ScoredRollout(
-                    prompt=r.prompt_text,
-                    response=r.response_text,
-                    offsets=r.response_offsets,
-                    language=r.language,
-                    secure_snippets=_secure_snippets(r.metadata),
-                    tests_passed=r.metadata.get("tests_passed"),
-                    finish_reason="length" if r.metadata.get("truncated") else "stop",
-                )
-                for r in rollouts
-            ]
+            inputs = self.to_scored(rollouts)
             batch = self.scorer(inputs)
             self.last_log = batch.stats.to_log("scan/")
             self.seconds = time.perf_counter() - started
