@@ -16,8 +16,8 @@ from vul2safe.errors import Vul2SafeError
 
 def build_app() -> typer.Typer:
     """Assemble the app: in-tree commands, then whatever plugins add."""
+    from vul2safe.cli import build_cmd, leaderboard_cmd, plugins_cmd, scan
     from vul2safe.cli import eval as eval_cmd
-    from vul2safe.cli import leaderboard_cmd, plugins_cmd, scan
 
     app = typer.Typer(
         name="vul2safe",
@@ -29,7 +29,7 @@ def build_app() -> typer.Typer:
     app.command("scan")(scan.scan_command)
     app.command("plugins")(plugins_cmd.plugins_command)
     app.command("eval")(eval_cmd.eval_command)
-    app.command("build")(__import__("vul2safe.cli.build_cmd").cli.build_cmd.build_command)
+    app.command("build")(build_cmd.build_command)
     app.command("leaderboard")(leaderboard_cmd.leaderboard_command)
     from vul2safe.plugins import call_register_commands
 
