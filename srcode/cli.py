@@ -119,7 +119,7 @@ def tiny_model(
     """Build vul2safe's tiny random Llama + tokenizer offline (what model.path: tiny:// uses)."""
 
     def action() -> Path:
-        from vul2safe.tiny_model import build_tiny_model
+        from vul2safe.testing.tiny_model import build_tiny_model
 
         return build_tiny_model(path, seed=seed)
 

@@ -54,7 +54,7 @@ class ModelConfig:
         default=TINY_MODEL,
         metadata=_help(
             "Hugging Face model id or local directory. 'tiny://' builds vul2safe's tiny random "
-            "Llama (vul2safe.tiny_model) into OUTPUT_DIR/tiny-model: for CPU smoke runs."
+            "Llama (vul2safe.testing.tiny_model) into OUTPUT_DIR/tiny-model: for CPU smoke runs."
         ),
     )
     revision: str | None = field(
@@ -499,7 +499,7 @@ def resolve_model_path(model: ModelConfig, output_dir: str | Path) -> str:
     """The directory or Hub id to load; ``tiny://`` builds the tiny model on first use."""
     if model.path != TINY_MODEL:
         return model.path
-    from vul2safe.tiny_model import build_tiny_model
+    from vul2safe.testing.tiny_model import build_tiny_model
 
     target = Path(output_dir) / "tiny-model"
     if not (target / "config.json").exists():

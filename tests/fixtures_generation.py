@@ -21,7 +21,7 @@ _tmp: list[tempfile.TemporaryDirectory[str]] = []
 
 def build_once() -> Path:
     """The tiny model directory, built on first use (~2 s after imports)."""
-    from vul2safe.tiny_model import build_tiny_model
+    from vul2safe.testing.tiny_model import build_tiny_model
 
     with _build_lock:
         if "tiny" not in _built:
@@ -41,7 +41,7 @@ def tiny_model_dir() -> Path:
 def openai_server_session(tiny_model_dir: Path) -> Iterator[object]:
     """The tiny model behind our OpenAI-compatible HTTP server on 127.0.0.1, served as
     ``tiny``. The model worker uses one torch thread: client and server share the cores."""
-    from vul2safe.generation.server import serve
+    from vul2safe.testing.server import serve
 
     server, _ = serve(tiny_model_dir, model_name="tiny", threads=1, max_batch=8)
     yield server

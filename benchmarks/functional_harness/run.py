@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from vul2safe.benchmark import Task  # noqa: E402
 from vul2safe.functional import score_samples  # noqa: E402
-from vul2safe.plugins._codeeval_pro import CodeEvalProBenchmark  # noqa: E402
-from vul2safe.plugins.humaneval_pro import HumanEvalPro  # noqa: E402
-from vul2safe.plugins.mbpp_pro import MbppPro  # noqa: E402
+from vul2safe.plugins.benchmark.codeeval_pro import CodeEvalProBenchmark  # noqa: E402
+from vul2safe.plugins.benchmark.humaneval_pro import HumanEvalPro  # noqa: E402
+from vul2safe.plugins.benchmark.mbpp_pro import MbppPro  # noqa: E402
 from vul2safe.sandbox import SandboxLimits, sandbox_available  # noqa: E402
 
 EXPECTED = {"humaneval-pro": 164, "mbpp-pro": 378}

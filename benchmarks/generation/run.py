@@ -1,6 +1,6 @@
 """OpenAI-backend throughput: 16 requests in flight vs 1, against a local server.
 
-The server is ``python -m vul2safe.generation.server`` in its own process, serving the tiny
+The server is ``python -m vul2safe.testing.server`` in its own process, serving the tiny
 random model (built here, offline) with a fixed small ``max_tokens``. Each configuration is
 run at concurrency 1 and 16 on the same requests (``--repeats`` times, alternating; the
 median is reported); the script prints samples/s, the ratio, and checks that both produced identical
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from vul2safe.generation.base import BackendOptions, GenerationRequest, Prompt, SamplingParams
-from vul2safe.plugins.openai_backend import OpenAIBackend
-from vul2safe.tiny_model import build_tiny_model
+from vul2safe.plugins.backend.openai_backend import OpenAIBackend
+from vul2safe.testing.tiny_model import build_tiny_model
 
 CONFIGS: list[tuple[str, float, int]] = [  # name, latency ms, max batch
     ("hosted-like (100 ms latency, batching 16)", 100.0, 16),
@@ -56,7 +56,7 @@ def start_server(model: Path, latency_ms: float, max_batch: int) -> tuple[subpro
     command = [
         sys.executable,
         "-m",
-        "vul2safe.generation.server",
+        "vul2safe.testing.server",
         str(model),
         "--port",
         str(port),

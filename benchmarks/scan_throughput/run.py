@@ -26,7 +26,7 @@ from pathlib import Path
 
 from vul2safe.cache import Cache
 from vul2safe.languages import detect_language, extension_for
-from vul2safe.plugins.semgrep import pack_file
+from vul2safe.plugins.scanner.semgrep import pack_file
 from vul2safe.scanning import ScanOptions, scan_samples
 from vul2safe.schema import Sample, SampleResult
 

@@ -1,6 +1,6 @@
 """Token-level vs instance-level scanner rewards in SRCode's PPO, on a synthetic task corpus.
 
-Per seed: build a tiny random Llama (vul2safe.tiny_model, hidden 128, 2 layers) -> SFT it
+Per seed: build a tiny random Llama (vul2safe.testing.tiny_model, hidden 128, 2 layers) -> SFT it
 (srcode.sft.run_sft) on corpus.py's prompts, each answered once with an unsafe and once with
 a safe idiom -> PPO (srcode.ppo.PPOTrainer, driven one ``step_once`` at a time) from that
 SFT model, once with ``reward.granularity: token`` and once with ``instance``, same seed,
@@ -55,7 +55,7 @@ def prepare_seed(out: Path, seed: int, args: argparse.Namespace) -> Path:
     """Base model + SFT for ``seed``; returns the SFT directory."""
     from srcode.config import load_config
     from srcode.sft import run_sft
-    from vul2safe.tiny_model import build_tiny_model
+    from vul2safe.testing.tiny_model import build_tiny_model
 
     root = out / f"seed-{seed}"
     base, sft = root / "base", root / "sft"

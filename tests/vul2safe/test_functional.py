@@ -20,7 +20,7 @@ from vul2safe.functional import (
     score_samples,
     write_json_atomic,
 )
-from vul2safe.plugins.humaneval_pro import HumanEvalPro
+from vul2safe.plugins.benchmark.humaneval_pro import HumanEvalPro
 from vul2safe.sandbox import SandboxLimits, sandbox_available
 
 BWRAP_OK, BWRAP_REASON = sandbox_available()

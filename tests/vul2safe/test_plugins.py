@@ -52,7 +52,7 @@ def throwaway_plugin():
 
 def test_in_tree_scanners_are_registered_through_hooks() -> None:
     assert set(plugins.scanners.names()) >= IN_TREE_SCANNERS
-    assert plugins.scanners.owner("bandit") == "vul2safe.plugins.bandit"
+    assert plugins.scanners.owner("bandit") == "vul2safe.plugins.scanner.bandit"
 
 
 def test_unknown_name_suggests_close_matches() -> None:
@@ -114,17 +114,17 @@ def _plugins_json(env: dict[str, str]) -> list[dict[str, object]]:
 def test_disable_plugins_env_blocks_a_plugin() -> None:
     rows = _plugins_json({"VUL2SAFE_DISABLE_PLUGINS": "bandit"})
     by_name = {row["name"]: row for row in rows}
-    assert by_name["vul2safe.plugins.bandit"]["blocked"] is True
+    assert by_name["vul2safe.plugins.scanner.bandit"]["blocked"] is True
     provided = {n for row in rows for n in row["provides"].get("scanner", [])}  # type: ignore[union-attr]
     assert "bandit" not in provided and "semgrep" in provided
 
 
 def test_plugins_json_lists_hooks_and_availability() -> None:
     rows = _plugins_json({})
-    semgrep = next(row for row in rows if row["name"] == "vul2safe.plugins.semgrep")
+    semgrep = next(row for row in rows if row["name"] == "vul2safe.plugins.scanner.semgrep")
     assert semgrep["hooks"] == ["register_scanners"]
     assert semgrep["scanners"]["semgrep"]["available"] is True  # type: ignore[index]
-    codeql = next(row for row in rows if row["name"] == "vul2safe.plugins.codeql")
+    codeql = next(row for row in rows if row["name"] == "vul2safe.plugins.scanner.codeql")
     status = codeql["scanners"]["codeql"]  # type: ignore[index]
     if not status["available"]:
         assert "codeql" in status["reason"].lower()

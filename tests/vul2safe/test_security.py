@@ -21,7 +21,7 @@ from vul2safe import hookimpl, metrics, plugins
 from vul2safe.benchmark import Task
 from vul2safe.cache import Cache
 from vul2safe.errors import InputError, ScannerNotAvailable, UsageError, Vul2SafeError
-from vul2safe.plugins.cyberseceval import CyberSecEvalInstruct
+from vul2safe.plugins.benchmark.cyberseceval import CyberSecEvalInstruct
 from vul2safe.sarif import sarif_errors, validate_sarif
 from vul2safe.scanning import Availability, BatchResult, Scanner
 from vul2safe.security import (

@@ -2,15 +2,18 @@
 
 In-tree plugins (``DEFAULT_PLUGINS``, the modules of this package) are registered directly
 under their module name; third-party plugins arrive through the entry-point group
-``vul2safe``. Both use the same ``@hookimpl`` hooks. (DESIGN.md names this ``plugins.py``; a
-module and a package cannot share the name ``vul2safe.plugins``, so the manager lives in the
-package's ``__init__`` and the in-tree plugins beside it.)
+``vul2safe``. Both use the same ``@hookimpl`` hooks. In-tree plugins sit in one sub-package per kind
+(``scanner``, ``benchmark``, ``backend``, ``source``; singular, because the
+plural names are the registries this module exports) rather than beside each contract: the
+contracts (``vul2safe.scanning``, ``vul2safe.benchmark``, ``vul2safe.generation.base``,
+``vul2safe.build.source``) then import without pulling any tool wrapper, and the folder shows a
+plugin author exactly the shape of a third-party package.
 
 Loading is lazy, idempotent and controllable from the environment:
 
 - ``VUL2SAFE_LOAD_PLUGINS``: comma-separated allow-list of entry-point plugins (empty: none).
 - ``VUL2SAFE_DISABLE_PLUGINS``: comma-separated plugins to block, by short name (``bandit``),
-  module name (``vul2safe.plugins.bandit``) or entry-point name.
+  module name (``vul2safe.plugins.scanner.bandit``) or entry-point name.
 - ``VUL2SAFE_TRACE_PLUGINS=1``: print every hook call to stderr.
 """
 
@@ -32,22 +35,22 @@ from vul2safe import hookspecs
 from vul2safe.errors import DuplicatePluginError, UnknownPluginError
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "vul2safe.plugins.bandit",
-    "vul2safe.plugins.semgrep",
-    "vul2safe.plugins.flawfinder",
-    "vul2safe.plugins.cppcheck",
-    "vul2safe.plugins.codeql",
-    "vul2safe.plugins.sarif_import",
-    "vul2safe.plugins.humaneval_pro",
-    "vul2safe.plugins.mbpp_pro",
-    "vul2safe.plugins.cyberseceval",
-    "vul2safe.plugins.primevul_plus",
-    "vul2safe.plugins.source_primevul",
-    "vul2safe.plugins.source_sven",
-    "vul2safe.plugins.source_safecoder",
-    "vul2safe.plugins.transformers_backend",
-    "vul2safe.plugins.openai_backend",
-    "vul2safe.plugins.vllm_backend",
+    "vul2safe.plugins.scanner.bandit",
+    "vul2safe.plugins.scanner.semgrep",
+    "vul2safe.plugins.scanner.flawfinder",
+    "vul2safe.plugins.scanner.cppcheck",
+    "vul2safe.plugins.scanner.codeql",
+    "vul2safe.plugins.scanner.sarif_import",
+    "vul2safe.plugins.benchmark.humaneval_pro",
+    "vul2safe.plugins.benchmark.mbpp_pro",
+    "vul2safe.plugins.benchmark.cyberseceval",
+    "vul2safe.plugins.benchmark.primevul_plus",
+    "vul2safe.plugins.source.primevul",
+    "vul2safe.plugins.source.sven",
+    "vul2safe.plugins.source.safecoder",
+    "vul2safe.plugins.backend.transformers_backend",
+    "vul2safe.plugins.backend.openai_backend",
+    "vul2safe.plugins.backend.vllm_backend",
 )
 ENTRY_POINT_GROUP = "vul2safe"
 
@@ -70,7 +73,7 @@ def _blocked_names() -> set[str]:
     names: set[str] = set()
     for item in _env_list("VUL2SAFE_DISABLE_PLUGINS") or []:
         names.add(item)
-        names.add(item if "." in item else f"vul2safe.plugins.{item}")
+        names.update(module for module in DEFAULT_PLUGINS if module.rsplit(".", 1)[-1] == item)
     return names
 
 

@@ -487,7 +487,7 @@ def open_session(server: Served, *, concurrency: int = 16) -> Session:
     try:
         backend = plugins.backends.get("openai")
     except UnknownPluginError:  # not yet in DEFAULT_PLUGINS: the same class, imported directly
-        from vul2safe.plugins.openai_backend import OpenAIBackend
+        from vul2safe.plugins.backend.openai_backend import OpenAIBackend
 
         backend = OpenAIBackend()
     return backend.open(options)

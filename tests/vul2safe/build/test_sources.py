@@ -20,7 +20,7 @@ from vul2safe.build.source import (
     parse_source_spec,
 )
 from vul2safe.errors import InputError, UnknownPluginError, UsageError
-from vul2safe.plugins.source_primevul import function_name
+from vul2safe.plugins.source.primevul import function_name
 
 PAIRED = "primevul-format/sven_c_train_paired.jsonl"
 SAFECODER = "safecoder/sec-new-desc-train.jsonl"
@@ -42,7 +42,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
 
 def test_sources_are_registered_as_plugins() -> None:
     assert {"primevul", "sven", "safecoder"} <= set(plugins.sources.names())
-    assert plugins.sources.owner("sven") == "vul2safe.plugins.source_sven"
+    assert plugins.sources.owner("sven") == "vul2safe.plugins.source.sven"
     for name in ("primevul", "sven", "safecoder"):
         source = plugins.sources.get(name)
         card = source.describe()
@@ -350,7 +350,7 @@ def test_primevul_unmatched_vulnerable_functions_are_skipped_and_logged(
     rows = [json.loads(line) for line in (shared_data / PAIRED).read_text().splitlines()[:10]]
     del rows[3]  # the fixed version of pair 2
     path = _write_jsonl(tmp_path / "primevul_valid.jsonl", rows)
-    with caplog.at_level(logging.WARNING, logger="vul2safe.plugins.source_primevul"):
+    with caplog.at_level(logging.WARNING, logger="vul2safe.plugins.source.primevul"):
         pairs = _load(f"primevul:{path}")
     assert len(pairs) == 4
     assert "1 vulnerable function(s)" in caplog.text

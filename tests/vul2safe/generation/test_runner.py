@@ -21,7 +21,7 @@ from vul2safe.generation.base import (
     Session,
 )
 from vul2safe.generation.runner import generate_samples, read_samples
-from vul2safe.plugins.transformers_backend import TransformersBackend, TransformersSession
+from vul2safe.plugins.backend.transformers_backend import TransformersBackend, TransformersSession
 
 PARAMS = SamplingParams(temperature=0.8, max_tokens=6, seed=3)
 PROMPTS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vul2safe.plugins.bandit import BanditScanner
+from vul2safe.plugins.scanner.bandit import BanditScanner
 from vul2safe.scanning import ScanOptions, ScanTarget
 
 

@@ -14,9 +14,9 @@ from vul2safe import plugins
 from vul2safe.benchmark import BenchmarkKind, DatasetUnavailable, dataset_hash
 from vul2safe.errors import InputError
 from vul2safe.functional import score_samples
-from vul2safe.plugins._codeeval_pro import CodeEvalProBenchmark
-from vul2safe.plugins.humaneval_pro import HumanEvalPro
-from vul2safe.plugins.mbpp_pro import MbppPro
+from vul2safe.plugins.benchmark.codeeval_pro import CodeEvalProBenchmark
+from vul2safe.plugins.benchmark.humaneval_pro import HumanEvalPro
+from vul2safe.plugins.benchmark.mbpp_pro import MbppPro
 
 needs_bwrap = pytest.mark.usefixtures("require_bwrap")
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from vul2safe.errors import ScannerFailed, ScannerNotAvailable
-from vul2safe.plugins.codeql import (
+from vul2safe.plugins.scanner.codeql import (
     CODEQL_LANGUAGES,
     INSTALL_HINT,
     CodeQLScanner,

@@ -11,7 +11,7 @@ import pytest
 
 from vul2safe.errors import ScannerFailed
 from vul2safe.languages import EXTENSIONS, SUFFIXES
-from vul2safe.plugins.cppcheck import (
+from vul2safe.plugins.scanner.cppcheck import (
     CppcheckScanner,
     parse_cppcheck_xml,
     register_scanners,

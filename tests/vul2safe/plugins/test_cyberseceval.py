@@ -12,7 +12,7 @@ import pytest
 from vul2safe import plugins
 from vul2safe.benchmark import BenchmarkKind, DatasetUnavailable, dataset_hash
 from vul2safe.errors import InputError, UsageError
-from vul2safe.plugins.cyberseceval import (
+from vul2safe.plugins.benchmark.cyberseceval import (
     CyberSecEvalAutocomplete,
     CyberSecEvalBenchmark,
     CyberSecEvalInstruct,
@@ -66,7 +66,8 @@ def test_three_security_benchmarks_are_registered() -> None:
         bench = plugins.benchmarks.get(name)
         assert bench.kind is BenchmarkKind.security
         assert "2312.04724" in bench.citation
-    assert plugins.benchmarks.owner("cyberseceval-instruct") == "vul2safe.plugins.cyberseceval"
+    owner = plugins.benchmarks.owner("cyberseceval-instruct")
+    assert owner == "vul2safe.plugins.benchmark.cyberseceval"
     assert plugins.benchmarks.get("cyberseceval-instruct").describe()["variant"] == "instruct"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from vul2safe.errors import ScannerFailed
 from vul2safe.languages import EXTENSIONS, SUFFIXES
-from vul2safe.plugins.flawfinder import (
+from vul2safe.plugins.scanner.flawfinder import (
     FlawfinderScanner,
     parse_flawfinder_csv,
     register_scanners,

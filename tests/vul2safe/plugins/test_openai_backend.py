@@ -24,9 +24,9 @@ from vul2safe.generation.base import (
     SamplingParams,
 )
 from vul2safe.generation.runner import generate_samples, read_samples
-from vul2safe.generation.server import Fault, OpenAICompatServer
-from vul2safe.plugins.openai_backend import OpenAIBackend, OpenAISession
-from vul2safe.plugins.transformers_backend import TransformersBackend
+from vul2safe.plugins.backend.openai_backend import OpenAIBackend, OpenAISession
+from vul2safe.plugins.backend.transformers_backend import TransformersBackend
+from vul2safe.testing.server import Fault, OpenAICompatServer
 
 CHAT = Prompt("chat", "chat", messages=({"role": "user", "content": "Write a C strcpy."},))
 PREFIXED = Prompt(
@@ -100,7 +100,7 @@ def test_429_is_retried_then_succeeds(
     openai_server.fault_plan = lambda n, path, body: (
         Fault(status=429, retry_after=0.01) if n == 1 else None
     )
-    with caplog.at_level(logging.WARNING, logger="vul2safe.plugins.openai_backend"):
+    with caplog.at_level(logging.WARNING, logger="vul2safe.plugins.backend.openai_backend"):
         [completion] = _all(session, [GenerationRequest(CHAT, 0)])
     assert completion.completion_tokens == 8
     assert openai_server.stats.requests == 2

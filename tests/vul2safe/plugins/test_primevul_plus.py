@@ -16,7 +16,7 @@ import pytest
 from vul2safe import plugins
 from vul2safe.benchmark import BenchmarkKind, DatasetUnavailable, dataset_hash
 from vul2safe.errors import InputError, UsageError
-from vul2safe.plugins.primevul_plus import PrimeVulPlus
+from vul2safe.plugins.benchmark.primevul_plus import PrimeVulPlus
 
 #: SafeCoder file suffix → the language name the builder writes (deliberately not canonical
 #: for some, to check normalisation)

@@ -10,7 +10,7 @@ import pytest
 
 from vul2safe.errors import InputError, ScannerNotAvailable
 from vul2safe.languages import SUFFIXES
-from vul2safe.plugins.sarif_import import (
+from vul2safe.plugins.scanner.sarif_import import (
     NO_INPUT_MESSAGE,
     SarifImportScanner,
     TargetIndex,

@@ -17,7 +17,7 @@ from vul2safe.generation.base import (
     Prompt,
     SamplingParams,
 )
-from vul2safe.plugins.transformers_backend import (
+from vul2safe.plugins.backend.transformers_backend import (
     TransformersBackend,
     TransformersSession,
     encode_prompt,
@@ -25,7 +25,7 @@ from vul2safe.plugins.transformers_backend import (
     render_prompt,
     resolve_model,
 )
-from vul2safe.tiny_model import CHAT_TEMPLATE, build_tiny_model
+from vul2safe.testing.tiny_model import CHAT_TEMPLATE, build_tiny_model
 
 CHAT = Prompt(
     "chat",

@@ -12,7 +12,7 @@ import pytest
 from vul2safe import plugins
 from vul2safe.errors import Vul2SafeError
 from vul2safe.generation.base import BackendOptions, GenerationRequest, Prompt, SamplingParams
-from vul2safe.plugins.vllm_backend import NOT_INSTALLED, VLLMBackend
+from vul2safe.plugins.backend.vllm_backend import NOT_INSTALLED, VLLMBackend
 
 
 def test_registered_without_importing_vllm() -> None:

@@ -1,6 +1,6 @@
 """A small OpenAI-compatible HTTP server for a transformers model (stdlib only).
 
-``python -m vul2safe.generation.server MODEL --port 8000`` serves ``GET /v1/models``,
+``python -m vul2safe.testing.server MODEL --port 8000`` serves ``GET /v1/models``,
 ``POST /v1/chat/completions`` and ``POST /v1/completions`` (non-streaming) so that anything
 speaking the OpenAI API — our ``openai`` backend, the build pipeline's teacher — can use a
 local model without vLLM. Tests use it to exercise the real HTTP path.
@@ -10,7 +10,7 @@ local model without vLLM. Tests use it to exercise the real HTTP path.
 - Thread-safe: HTTP requests are handled on threads, but the model is driven by one worker
   thread. Requests that arrive together (within ``batch_window_s``) are generated in one
   batch of up to ``max_batch`` — dynamic batching, as real servers do. Thanks to per-row
-  seeding (see :mod:`vul2safe.plugins.transformers_backend`) batching does not change a
+  seeding (see :mod:`vul2safe.plugins.backend.transformers_backend`) batching does not change a
   seeded sample.
 - ``latency_s`` adds a sleep per request outside the model lock: a stand-in for the network
   and queueing latency of a hosted endpoint (benchmarks use it; off by default).
@@ -438,7 +438,7 @@ def serve(
     on few cores, 1 avoids OpenMP spin-waiting starving the HTTP threads. Stop it with
     ``server.close()``.
     """
-    from vul2safe.plugins.transformers_backend import TransformersBackend
+    from vul2safe.plugins.backend.transformers_backend import TransformersBackend
 
     options = BackendOptions(
         model=str(model_path),
@@ -468,7 +468,7 @@ def serve(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vul2safe.generation.server",
+        prog="python -m vul2safe.testing.server",
         description="Serve a transformers model over an OpenAI-compatible HTTP API.",
     )
     parser.add_argument("model", help="local model directory or cached Hub id")

@@ -13,7 +13,7 @@
 - Chat prompts use ``/chat/completions`` (the server applies the model's chat template);
   ``use_chat_template=False`` and completion prompts use ``/completions``. A response prefix
   is sent as a final assistant message (a prefill), which vLLM, Ollama and our
-  :mod:`vul2safe.generation.server` continue; if a server echoes the prefix back it is
+  :mod:`vul2safe.testing.server` continue; if a server echoes the prefix back it is
   stripped. Set ``extra["continue_final_message"] = True`` to also send vLLM's
   ``continue_final_message``/``add_generation_prompt`` flags (other servers may reject them).
 
@@ -44,7 +44,7 @@ from vul2safe.generation.base import (
     Session,
 )
 from vul2safe.hookspecs import Register
-from vul2safe.plugins.transformers_backend import render_prompt
+from vul2safe.plugins.backend.transformers_backend import render_prompt
 
 log = logging.getLogger(__name__)
 

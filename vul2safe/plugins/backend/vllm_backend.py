@@ -30,7 +30,7 @@ from vul2safe.generation.base import (
     Session,
 )
 from vul2safe.hookspecs import Register
-from vul2safe.plugins.transformers_backend import (
+from vul2safe.plugins.backend.transformers_backend import (
     ResolvedModel,
     encode_prompt,
     has_chat_template,

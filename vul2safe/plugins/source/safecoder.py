@@ -1,6 +1,6 @@
 """SafeCoder (He et al., ICML 2024): real fixes in 7 languages, each with a task description.
 
-Same JSONL layout as SVEN (:mod:`vul2safe.plugins.source_sven`) plus ``commit_msg``,
+Same JSONL layout as SVEN (:mod:`vul2safe.plugins.source.sven`) plus ``commit_msg``,
 ``parent_commit`` and ``description`` (a natural-language task for the function, kept in
 ``metadata`` as a reference for implicit-prompt quality). Some copies store
 ``line_changes``/``char_changes`` as the Python repr of a dict; those are parsed with
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from vul2safe import hookimpl
 from vul2safe.build.records import RepairPair
 from vul2safe.hookspecs import Register
-from vul2safe.plugins.source_sven import SvenSource
+from vul2safe.plugins.source.sven import SvenSource
 
 CITATION = """\
 @inproceedings{he2024safecoder,

@@ -8,7 +8,7 @@ deterministic for a given ``seed`` and corpus (SVEN's functions from ``../shared
 present, else an embedded snippet corpus). The shape (hidden 64, 2 heads of 32) is one vLLM
 accepts.
 
-``python -m vul2safe.tiny_model OUT_DIR`` builds one from the command line.
+``python -m vul2safe.testing.tiny_model OUT_DIR`` builds one from the command line.
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def _add_legacy_keys(path: Path, *, rope_theta: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m vul2safe.tiny_model OUT_DIR", file=sys.stderr)
+        print("usage: python -m vul2safe.testing.tiny_model OUT_DIR", file=sys.stderr)
         return 2
     print(build_tiny_model(Path(args[0])))
     return 0

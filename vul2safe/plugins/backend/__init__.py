@@ -1,0 +1,1 @@
+"""In-tree backend plugins, registered through the same hooks as third-party ones."""

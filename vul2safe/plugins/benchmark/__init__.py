@@ -1,0 +1,1 @@
+"""In-tree benchmark plugins, registered through the same hooks as third-party ones."""
