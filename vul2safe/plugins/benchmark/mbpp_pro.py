@@ -4,7 +4,8 @@ Prompt and program assembly follow the official CodeEval-Pro harness; the exact 
 :mod:`vul2safe.plugins.benchmark.codeeval_pro` and ``docs/functional.md``. In short: the model
 is shown both problems (``raw_problem`` and ``new_problem``, each a ``#`` comment and a
 signature) and its answer continues ``"```python\\n" + raw_problem.strip() + "\\n"``; a
-completion must supply the base body, the self-invoking function's signature and its body, and the program
+completion must supply the base body, the self-invoking function's signature and its body, and
+the program
 run is ``raw_problem + completion + "\\n" + test_code``.
 """
 
