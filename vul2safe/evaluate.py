@@ -191,7 +191,7 @@ class EvalProgress:
 def run_eval(config: EvalConfig, progress: EvalProgress | None = None) -> dict[str, Any]:
     """Generate for every benchmark, score, and write ``results.json`` last."""
     from vul2safe.cache import Cache
-    from vul2safe.functional import write_json_atomic
+    from vul2safe.fileio import write_json_atomic
     from vul2safe.generation.runner import generate_samples
     from vul2safe.sarif import to_sarif
 

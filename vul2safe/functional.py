@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from vul2safe.benchmark import Benchmark, Task, dataset_hash
 from vul2safe.errors import InputError, UsageError
 from vul2safe.extract import OutputClass, extract_code
+from vul2safe.fileio import write_json_atomic
 
 if TYPE_CHECKING:
     from vul2safe.sandbox import SandboxLimits
@@ -44,7 +43,6 @@ __all__ = [
     "read_samples",
     "samples_from_records",
     "score_samples",
-    "write_json_atomic",
 ]
 
 CODE_FIELDS = ("completion", "solution")
@@ -192,23 +190,6 @@ class FunctionalResult:
     def write(self, path: Path | str) -> None:
         """Write the JSON atomically (temp file + rename: never a half-written result)."""
         write_json_atomic(Path(path), self.to_dict())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _resolve_ids(

@@ -11,6 +11,7 @@ import pytest
 
 from vul2safe.benchmark import Task
 from vul2safe.errors import InputError, UsageError
+from vul2safe.fileio import write_json_atomic
 from vul2safe.functional import (
     INVALID_CLASSES,
     OUTCOMES,
@@ -18,7 +19,6 @@ from vul2safe.functional import (
     SampleInput,
     read_samples,
     score_samples,
-    write_json_atomic,
 )
 from vul2safe.plugins.benchmark.humaneval_pro import HumanEvalPro
 from vul2safe.sandbox import SandboxLimits, sandbox_available

@@ -16,12 +16,12 @@ JSON readers that go through floats would corrupt them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from vul2safe.fileio import atomic_writer
 
 STAGES: tuple[str, ...] = ("pairs", "reflect", "localize", "prompts", "assemble", "publish")
 
@@ -106,16 +106,9 @@ def read_pairs(path: Path) -> list[RepairPair]:
 
 def write_pairs(path: Path, pairs: Iterable[RepairPair]) -> None:
     """Write a whole stage file atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for pair in pairs:
-                handle.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as handle:
+        for pair in pairs:
+            handle.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
 
 
 def append_pair(path: Path, pair: RepairPair) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +10,7 @@ from typing import Annotated
 import typer
 
 from vul2safe.errors import UsageError
+from vul2safe.fileio import write_text_atomic
 
 
 class LeaderboardFormat(str, Enum):
@@ -59,14 +58,4 @@ def _write_atomic(path: Path, text: str) -> None:
     """Temp file in the same folder + ``os.replace``: a reader never sees half a page."""
     if path.is_dir():
         raise UsageError(f"--output {path} is a directory; give a file name such as {path}/lb.html")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
