@@ -73,13 +73,30 @@ class Cache:
             self._conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", rows)
             self._conn.commit()
 
-    def clear(self, namespace: str | None = None) -> None:
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per namespace: entry count, bytes of stored values, oldest and newest entry time."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT namespace, COUNT(*), SUM(LENGTH(value)), MIN(created), MAX(created) "
+                "FROM entries GROUP BY namespace ORDER BY namespace"
+            ).fetchall()
+        return {
+            name: {"entries": count, "bytes": size or 0, "oldest": oldest, "newest": newest}
+            for name, count, size, oldest, newest in rows
+        }
+
+    def clear(self, namespace: str | None = None) -> int:
+        """Delete every entry (or one namespace's); returns how many were deleted."""
         with self._lock:
             if namespace is None:
-                self._conn.execute("DELETE FROM entries")
+                deleted = self._conn.execute("DELETE FROM entries").rowcount
             else:
-                self._conn.execute("DELETE FROM entries WHERE namespace = ?", (namespace,))
+                deleted = self._conn.execute(
+                    "DELETE FROM entries WHERE namespace = ?", (namespace,)
+                ).rowcount
             self._conn.commit()
+            self._conn.execute("VACUUM")  # give the space back: clearing is asked to free disk
+        return deleted
 
     def close(self) -> None:
         with self._lock:

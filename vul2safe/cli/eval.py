@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 def eval_command(
     model: Annotated[
         str | None,
-        typer.Argument(help="Model to generate with (not available yet: use --samples)."),
+        typer.Argument(
+            help="Model to generate with: a Hub id, a local path, or the served name with "
+            "--backend openai. Omit it and pass --samples to score existing generations."
+        ),
     ] = None,
     samples: Annotated[
         Path | None,
