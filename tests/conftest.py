@@ -17,7 +17,7 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 os.environ.setdefault("VUL2SAFE_RULES_DIR", tempfile.mkdtemp(prefix="vul2safe-rules-"))
 
 #: session fixtures for generation: tiny_model_dir, openai_server (tests/ is on sys.path)
-pytest_plugins = ["fixtures_generation"]
+pytest_plugins = ["fixtures_generation", "collection_guard"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
