@@ -1,48 +1,26 @@
-"""Compare finished ``vul2safe eval`` runs: one row per run, rendered as Markdown, JSON or HTML.
+"""Finished ``vul2safe eval`` runs as the leaderboard reads them: one ``results.json`` each.
 
 Only ``results.json`` is read (layout: ``docs/results.md``). A run that did not complete, or a
 file this version cannot read, is refused rather than shown: a leaderboard with a half-finished
-row would rank numbers that were never final. The HTML page (one self-contained file) is drawn
-by :mod:`vul2safe.leaderboard_html`; its :func:`to_html` is importable from here too.
+row would rank numbers that were never final.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-from vul2safe import __version__
 from vul2safe.errors import InputError, UsageError
-
-if TYPE_CHECKING:  # at run time, see __getattr__ at the end
-    from vul2safe.leaderboard_html import to_html
 
 RESULTS_FILE = "results.json"
 #: The ``results.json`` formats this module can read.
 SUPPORTED_FORMATS = ("vul2safe-results/1",)
-LEADERBOARD_FORMAT = "vul2safe-leaderboard/1"
-DASH = "—"
 
-__all__ = [
-    "Cell",
-    "Column",
-    "Interval",
-    "Leaderboard",
-    "Row",
-    "Run",
-    "Scores",
-    "build_table",
-    "load_runs",
-    "to_html",
-    "to_json",
-    "to_markdown",
-]
+__all__ = ["RESULTS_FILE", "SUPPORTED_FORMATS", "Interval", "Run", "Scores", "load_runs"]
 
 
 @dataclass(frozen=True)
@@ -82,9 +60,6 @@ class Run:
     def name(self) -> str:
         """The run directory's name: what tells two runs of one model apart."""
         return self.path.parent.name
-
-
-# --- loading ------------------------------------------------------------------------------
 
 
 def load_runs(dirs: Sequence[Path]) -> list[Run]:
@@ -250,222 +225,3 @@ def _short(value: Any) -> str:
     """A one-line, bounded rendering of a bad value for an error message."""
     text = json.dumps(value, ensure_ascii=True) if value is not None else "missing/null"
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-# --- the table ------------------------------------------------------------------------------
-
-#: (key suffix, header) of the per-benchmark columns, in display order.
-METRICS = (
-    ("vuln", "vuln ≥ medium % [95% CI]"),
-    ("pass1", "pass@1 %"),
-    ("funcsec", "func-sec@1 %"),
-    ("invalid", "invalid %"),
-)
-
-
-@dataclass(frozen=True)
-class Column:
-    """A table column; ``key`` names it in ``#sort=KEY:desc`` and in the JSON."""
-
-    key: str
-    header: str
-    numeric: bool
-    benchmark: str | None = None
-
-
-@dataclass(frozen=True)
-class Cell:
-    """What a cell shows and what it sorts by (``None`` shows "—" and sorts last)."""
-
-    text: str
-    value: float | str | None
-
-
-@dataclass(frozen=True)
-class Row:
-    """One run: its label (unique on the board), the run itself, and its cells by column."""
-
-    label: str
-    run: Run
-    cells: tuple[Cell, ...]
-
-
-@dataclass(frozen=True)
-class Leaderboard:
-    """What every renderer draws from, so the three formats cannot disagree."""
-
-    benchmarks: tuple[str, ...]
-    columns: tuple[Column, ...]
-    rows: tuple[Row, ...]
-    generated_at: dt.datetime
-
-
-def build_table(runs: Sequence[Run], generated_at: dt.datetime | None = None) -> Leaderboard:
-    """One row per run; benchmarks are the union over runs, in first-seen order."""
-    benchmarks = tuple(dict.fromkeys(name for run in runs for name in run.scores))
-    columns = [
-        Column("model", "Model", numeric=False),
-        Column("backend", "Backend", numeric=False),
-        Column("n", "n", numeric=True),
-        Column("temperature", "T", numeric=True),
-    ]
-    for bench in benchmarks:
-        columns += [Column(f"{bench}.{k}", h, numeric=True, benchmark=bench) for k, h in METRICS]
-    columns += [
-        Column("created", "Created (UTC)", numeric=False),
-        Column("version", "vul2safe", numeric=False),
-    ]
-    rows = tuple(
-        Row(label, run, _cells(label, run, benchmarks))
-        for label, run in zip(_labels(runs), runs, strict=True)
-    )
-    when = generated_at or dt.datetime.now(dt.UTC).replace(microsecond=0)
-    return Leaderboard(benchmarks, tuple(columns), rows, when)
-
-
-def _labels(runs: Sequence[Run]) -> list[str]:
-    """The model id, plus the run directory when two runs share a model id."""
-    ids = Counter(run.model_id for run in runs)
-    labels = [r.model_id if ids[r.model_id] == 1 else f"{r.model_id} ({r.name})" for r in runs]
-    taken = Counter(labels)
-    return [
-        label if taken[label] == 1 else f"{run.model_id} ({run.path.parent})"
-        for label, run in zip(labels, runs, strict=True)
-    ]
-
-
-def _cells(label: str, run: Run, benchmarks: Sequence[str]) -> tuple[Cell, ...]:
-    cells = [
-        _text(label),
-        _text(run.backend),
-        Cell(DASH, None) if run.n is None else Cell(str(run.n), run.n),
-        Cell(DASH, None)
-        if run.temperature is None
-        else Cell(f"{run.temperature:g}", run.temperature),
-    ]
-    for bench in benchmarks:
-        scores = run.scores.get(bench)
-        if scores is None:
-            cells += [Cell(DASH, None)] * len(METRICS)
-            continue
-        vuln, pass1 = scores.vulnerability, scores.pass_at_1
-        cells += [
-            Cell(DASH, None) if vuln is None else Cell(_with_ci(vuln), vuln.rate),
-            _percent(None if pass1 is None else pass1.rate),
-            _percent(scores.func_sec_at_1),
-            _percent(scores.invalid_rate),
-        ]
-    created = _utc(run.created_at)
-    cells += [Cell(created[0], created[1]), _text(run.vul2safe_version)]
-    return tuple(cells)
-
-
-def _text(value: str | None) -> Cell:
-    return Cell(DASH, None) if value is None else Cell(value, value)
-
-
-def pct(rate: float) -> str:
-    """A rate in ``[0, 1]`` as a percentage with one decimal (``0.1234`` → ``"12.3"``)."""
-    return f"{rate * 100:.1f}"
-
-
-def _percent(rate: float | None) -> Cell:
-    return Cell(DASH, None) if rate is None else Cell(pct(rate), rate)
-
-
-def _with_ci(interval: Interval) -> str:
-    if interval.low is None or interval.high is None:
-        return pct(interval.rate)
-    return f"{pct(interval.rate)} [{pct(interval.low)}, {pct(interval.high)}]"
-
-
-def _utc(created_at: str | None) -> tuple[str, str | None]:
-    """Display text and sort key of a timestamp; an unparsable one is shown as written."""
-    if created_at is None:
-        return DASH, None
-    try:
-        when = dt.datetime.fromisoformat(created_at)
-    except ValueError:
-        return created_at, created_at
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC)
-    return when.strftime("%Y-%m-%d %H:%M"), when.replace(tzinfo=None).isoformat()
-
-
-# --- renderers ------------------------------------------------------------------------------
-
-
-def to_markdown(lb: Leaderboard) -> str:
-    """A GitHub table; strings from results files are escaped so they stay literal text."""
-    headers = [_md(f"{c.benchmark} {c.header}" if c.benchmark else c.header) for c in lb.columns]
-    align = ["---:" if c.numeric else "---" for c in lb.columns]
-    lines = [_md_row(headers), _md_row(align)]
-    lines += [_md_row([_md(cell.text) for cell in row.cells]) for row in lb.rows]
-    return "\n".join(lines) + "\n"
-
-
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def _md(text: str) -> str:
-    text = " ".join(text.split())
-    for char in "\\`*&<>|":
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def to_json(lb: Leaderboard) -> dict[str, Any]:
-    """Machine-readable: rates are fractions in ``[0, 1]``; ``null`` = does not apply."""
-    return {
-        "format": LEADERBOARD_FORMAT,
-        "generated_at": lb.generated_at.isoformat(),
-        "vul2safe_version": __version__,
-        "benchmarks": list(lb.benchmarks),
-        "columns": [
-            {"key": c.key, "header": c.header, "benchmark": c.benchmark} for c in lb.columns
-        ],
-        "runs": [_run_json(row, lb.benchmarks) for row in lb.rows],
-    }
-
-
-def _run_json(row: Row, benchmarks: Sequence[str]) -> dict[str, Any]:
-    run = row.run
-    return {
-        "label": row.label,
-        "model_id": run.model_id,
-        "backend": run.backend,
-        "sampling": {"n": run.n, "temperature": run.temperature},
-        "created_at": run.created_at,
-        "vul2safe_version": run.vul2safe_version,
-        "source": str(run.path),
-        "benchmarks": {b: _scores_json(run.scores.get(b)) for b in benchmarks},
-    }
-
-
-def _scores_json(scores: Scores | None) -> dict[str, Any] | None:
-    if scores is None:
-        return None
-    vuln, pass1 = scores.vulnerability, scores.pass_at_1
-    return {
-        "vulnerability_rate_medium": None
-        if vuln is None
-        else {"rate": vuln.rate, "low": vuln.low, "high": vuln.high, "n": vuln.n},
-        "pass@1": None if pass1 is None else pass1.rate,
-        "pass@1_ci": None
-        if pass1 is None or pass1.low is None
-        else {"low": pass1.low, "high": pass1.high},
-        "func-sec@1": scores.func_sec_at_1,
-        "invalid_rate": scores.invalid_rate,
-    }
-
-
-def __getattr__(name: str) -> Any:
-    """``to_html`` lives in :mod:`vul2safe.leaderboard_html` (which imports this module's
-    table types); it is re-exported here, imported on first use so neither module has to be
-    imported first."""
-    if name == "to_html":
-        from vul2safe.leaderboard_html import to_html
-
-        return to_html
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@ benchmark and the metric definitions.
 
 Inline CSS, a few lines of vanilla JS to sort, SVG drawn here: the page can be mailed or
 attached to a CI run and opened offline. It draws from the same :class:`Leaderboard` as the
-Markdown and JSON renderers in :mod:`vul2safe.leaderboard` (which re-exports :func:`to_html`).
+Markdown and JSON renderers in :mod:`vul2safe.leaderboard.text`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import html
 from collections.abc import Callable
 
 from vul2safe import __version__
-from vul2safe.leaderboard import DASH, Cell, Column, Interval, Leaderboard, pct
+from vul2safe.leaderboard.runs import Interval
+from vul2safe.leaderboard.table import DASH, Cell, Column, Leaderboard, pct
 
 __all__ = ["to_html"]
 
