@@ -17,54 +17,41 @@ local model without vLLM. Tests use it to exercise the real HTTP path.
 - ``fault_plan`` (tests only, off by default): called with the request number, path and body
   of every generation request; it may return a :class:`Fault` — an HTTP status, a delay, or a
   dropped connection.
+
+The HTTP plumbing (routes, errors, counters, faults) is the shared
+:mod:`vul2safe.testing.openai_http` base; this module adds only the model and its batcher.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import logging
 import queue
 import random
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from vul2safe.errors import Vul2SafeError
 from vul2safe.generation.base import BackendOptions, Completion, Prompt, SamplingParams
+from vul2safe.testing.openai_http import (
+    CHAT,
+    Answer,
+    Choice,
+    Fault,
+    FaultPlan,
+    OpenAIHTTPServer,
+    RequestError,
+    ServerStats,
+)
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Fault:
-    """What an injected fault does to one request (in this order): wait, then fail or drop."""
-
-    delay_s: float = 0.0
-    status: int | None = None  # answer with this HTTP error instead of generating
-    drop: bool = False  # close the connection without any response
-    retry_after: float | None = None  # a Retry-After header on the error
-
-
-FaultPlan = Callable[[int, str, dict[str, Any]], Fault | None]
-
-
-@dataclass
-class ServerStats:
-    """What the server saw; tests assert on it (e.g. bounded client concurrency)."""
-
-    requests: int = 0  # generation requests received (numbered from 1 for the fault plan)
-    in_flight: int = 0
-    max_in_flight: int = 0
-    batches: list[int] = field(default_factory=list)  # size of each generate() batch
+# Fault and ServerStats are re-exported: tests import them from here with the server.
+__all__ = ["Fault", "FaultPlan", "OpenAICompatServer", "ServerStats", "main", "serve"]
 
 
 @dataclass
@@ -162,11 +149,8 @@ class _Batcher:
                 job.done.set()
 
 
-class OpenAICompatServer(ThreadingHTTPServer):
-    """The HTTP server; ``url`` is the ``--base-url`` to give clients."""
-
-    daemon_threads = True
-    block_on_close = False  # a test's delayed request must not hold up shutdown
+class OpenAICompatServer(OpenAIHTTPServer):
+    """A local model behind the shared OpenAI-compatible plumbing; ``url`` is the base URL."""
 
     def __init__(
         self,
@@ -181,54 +165,28 @@ class OpenAICompatServer(ThreadingHTTPServer):
         batch_window_s: float = 0.005,
         threads: int | None = None,
     ) -> None:
-        self.request_queue_size = 128  # bursts of concurrent clients must not be refused
-        super().__init__(address, _Handler)
+        super().__init__(
+            address, model_name, model_root=model_root, fault_plan=fault_plan, latency_s=latency_s
+        )
         self.session = session
-        self.model_name = model_name
-        self.model_root = model_root
-        self.fault_plan = fault_plan
-        self.latency_s = latency_s
-        self.stats = ServerStats()
-        self._stats_lock = threading.Lock()
         self.batcher = _Batcher(session, max_batch, batch_window_s, self.stats, threads)
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else host
-        return f"http://{name}:{port}/v1"
-
-    def reset(self) -> None:
-        """Forget faults and statistics (between tests sharing one server)."""
-        with self._stats_lock:
-            self.fault_plan = None
-            self.latency_s = 0.0
-            self.stats.requests = self.stats.in_flight = self.stats.max_in_flight = 0
-            self.stats.batches.clear()
-
-    def enter(self) -> int:
-        with self._stats_lock:
-            self.stats.requests += 1
-            self.stats.in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
-            return self.stats.requests
-
-    def leave(self) -> None:
-        with self._stats_lock:
-            self.stats.in_flight -= 1
+    def answer(self, path: str, body: dict[str, Any], number: int) -> Answer:
+        chat = path == CHAT
+        prompt = _chat_prompt(body) if chat else _completion_prompt(body)
+        params, n = _params(body, 256 if chat else 16)
+        jobs = [_Job(prompt, params.seed + k, params, number) for k in range(n)]
+        completions = self.batcher.run(jobs)
+        return Answer(
+            [Choice(c.text, c.finish_reason, c.completion_tokens) for c in completions],
+            prompt_tokens=(completions[0].prompt_tokens or 0) if completions else 0,
+        )
 
     def close(self) -> None:
         """Stop serving, stop the model worker, release the model."""
-        self.shutdown()
-        self.server_close()
+        super().close()
         self.batcher.stop()
         self.session.close()
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
 
 
 def _get(body: dict[str, Any], key: str, default: Any) -> Any:
@@ -250,27 +208,27 @@ def _params(body: dict[str, Any], default_max_tokens: int) -> tuple[SamplingPara
         )
         n = int(_get(body, "n", 1))
     except (TypeError, ValueError) as exc:
-        raise _HTTPError(400, f"bad sampling parameter: {exc}") from None
+        raise RequestError(400, f"bad sampling parameter: {exc}") from None
     if not 1 <= n <= 16:
-        raise _HTTPError(400, "n must be between 1 and 16")
+        raise RequestError(400, "n must be between 1 and 16")
     if params.max_tokens < 1:
-        raise _HTTPError(400, "max_tokens must be positive")
+        raise RequestError(400, "max_tokens must be positive")
     if params.temperature < 0 or not 0 < params.top_p <= 1:
-        raise _HTTPError(400, "temperature must be >= 0 and top_p in (0, 1]")
+        raise RequestError(400, "temperature must be >= 0 and top_p in (0, 1]")
     return params, n
 
 
 def _chat_prompt(body: dict[str, Any]) -> Prompt:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _HTTPError(400, "'messages' must be a non-empty list")
+        raise RequestError(400, "'messages' must be a non-empty list")
     clean: list[dict[str, str]] = []
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):  # content parts: keep the text ones
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         if not isinstance(content, str) or "role" not in message:
-            raise _HTTPError(400, "each message needs a 'role' and text 'content'")
+            raise RequestError(400, "each message needs a 'role' and text 'content'")
         clean.append({"role": str(message["role"]), "content": content})
     prefix = ""
     if clean[-1]["role"] == "assistant":  # prefill: continue this message
@@ -283,137 +241,8 @@ def _completion_prompt(body: dict[str, Any]) -> Prompt:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if not isinstance(prompt, str):
-        raise _HTTPError(400, "'prompt' must be a string (one prompt per request)")
+        raise RequestError(400, "'prompt' must be a string (one prompt per request)")
     return Prompt(key="http", mode="completion", text=prompt)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: OpenAICompatServer
-    protocol_version = "HTTP/1.1"  # keep-alive, like real servers and the openai client
-    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms stalls
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        try:
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): fine
-            log.debug("client went away before the reply to %s", self.path)
-
-    def _error(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None):
-        self._send(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
-
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") != "/v1/models":
-            self._error(404, f"no route {self.path}", "not_found_error")
-            return
-        model = {
-            "id": self.server.model_name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "vul2safe",
-            "root": self.server.model_root,
-        }
-        self._send(200, {"object": "list", "data": [model]})
-
-    def do_POST(self) -> None:
-        path = self.path.rstrip("/")
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if path not in ("/v1/chat/completions", "/v1/completions"):
-            self._error(404, f"no route {self.path}", "not_found_error")
-            return
-        try:
-            body = json.loads(raw or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("body is not an object")
-        except ValueError as exc:
-            self._error(400, f"invalid JSON body: {exc}", "invalid_request_error")
-            return
-        number = self.server.enter()
-        left = False
-        try:
-            fault = self.server.fault_plan(number, path, body) if self.server.fault_plan else None
-            if fault is not None and self._inject(fault):
-                return
-            if self.server.latency_s > 0:
-                time.sleep(self.server.latency_s)
-            payload = self._complete(path, body, number)
-            # out of flight before replying: the client's next request must not find this
-            # one still counted (the batcher would wait for company that never comes)
-            self.server.leave()
-            left = True
-            self._send(200, payload)
-        except _HTTPError as exc:
-            self._error(exc.status, exc.message, exc.kind)
-        except Vul2SafeError as exc:
-            self._error(400, str(exc), "invalid_request_error")
-        except Exception as exc:  # report, keep serving
-            log.exception("generation failed")
-            self._error(500, f"{type(exc).__name__}: {exc}", "server_error")
-        finally:
-            if not left:
-                self.server.leave()
-
-    def _inject(self, fault: Fault) -> bool:
-        """Apply a fault; True when the request has been answered (or dropped)."""
-        if fault.delay_s:
-            time.sleep(fault.delay_s)
-        if fault.drop:
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return True
-        if fault.status is not None:
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else None
-            kind = "rate_limit_error" if fault.status == 429 else "server_error"
-            self._error(fault.status, f"injected fault {fault.status}", kind, headers)
-            return True
-        return False
-
-    def _complete(self, path: str, body: dict[str, Any], number: int) -> dict[str, Any]:
-        model = body.get("model")
-        if model not in (None, self.server.model_name):
-            raise _HTTPError(404, f"The model `{model}` does not exist.", "not_found_error")
-        chat = path == "/v1/chat/completions"
-        prompt = _chat_prompt(body) if chat else _completion_prompt(body)
-        params, n = _params(body, 256 if chat else 16)
-        jobs = [_Job(prompt, params.seed + k, params, number) for k in range(n)]
-        completions = self.server.batcher.run(jobs)
-        choices: list[dict[str, Any]] = []
-        for k, completion in enumerate(completions):
-            choice: dict[str, Any] = {
-                "index": k,
-                "finish_reason": completion.finish_reason,
-                "logprobs": None,
-            }
-            if chat:
-                choice["message"] = {"role": "assistant", "content": completion.text}
-            else:
-                choice["text"] = completion.text
-            choices.append(choice)
-        prompt_tokens = (completions[0].prompt_tokens or 0) if completions else 0
-        completion_tokens = sum(c.completion_tokens or 0 for c in completions)
-        return {
-            "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-            "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()),
-            "model": self.server.model_name,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
 
 
 def serve(
@@ -459,11 +288,7 @@ def serve(
         batch_window_s=batch_window_s,
         threads=threads,
     )
-    thread = threading.Thread(
-        target=server.serve_forever, name="vul2safe-openai-server", daemon=True
-    )
-    thread.start()
-    return server, thread
+    return server, server.start()
 
 
 def main(argv: list[str] | None = None) -> int:
