@@ -6,8 +6,9 @@
   often fixed twice. A duplicate left in would leak between splits. Exact duplicates share
   the normalised (vulnerable, fixed) text; near duplicates have a token-shingle Jaccard
   similarity of at least ``near_dup_threshold`` on "vulnerable ⟂ fixed". Candidates come
-  from MinHash + LSH (so the cost stays linear), and every candidate is confirmed with the
-  exact Jaccard, so the threshold means what it says. The first pair in input order wins
+  from MinHash + LSH (:class:`vul2safe.build.similarity.MinHashLSH`, shared with the prompts
+  stage; the cost stays linear), and every candidate is confirmed with the exact Jaccard, so
+  the threshold means what it says. The first pair in input order wins
   (sources keep the order they were given on the command line).
 * **Decontamination** (:func:`build_index`, :func:`decontaminate`): a pair whose prompts or
   code share a word ``ngram``-gram (13 by default, the GPT-3 convention; case-folded ``\\w+``
@@ -28,15 +29,25 @@ import tokenize
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from vul2safe.build.records import RepairPair
+from vul2safe.build.similarity import MinHashLSH, hashed_shingles
 from vul2safe.errors import UsageError, Vul2SafeError
 
-if TYPE_CHECKING:
-    from vul2safe.build.assemble import AssembleConfig
+
+class DecontaminationSettings(Protocol):
+    """What :func:`check_benchmarks` reads (``AssembleConfig`` has it; typed structurally so
+    this module does not import the stage that imports it)."""
+
+    @property
+    def require_decontamination(self) -> bool: ...
+    @property
+    def decontaminate_against(self) -> Sequence[str]: ...
+    @property
+    def benchmark_data_dir(self) -> str | None: ...
 
 
 # ----------------------------------------------------------------------------- normalising
@@ -109,40 +120,6 @@ def normalize_code(code: str, language: str = "") -> str:
 
 # ----------------------------------------------------------------------------- dedup
 
-_MERSENNE = np.uint64((1 << 61) - 1)
-_MASK32 = np.uint64(0xFFFFFFFF)
-
-
-def _hash32(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=4).digest(), "big")
-
-
-def _shingles(tokens: Sequence[str], size: int) -> set[int]:
-    if len(tokens) <= size:
-        return {_hash32(" ".join(tokens))}
-    return {_hash32(" ".join(tokens[i : i + size])) for i in range(len(tokens) - size + 1)}
-
-
-class _MinHasher:
-    """MinHash signatures with ``(a*x + b) mod (2^61 - 1)`` permutations of 32-bit hashes."""
-
-    def __init__(self, num_perm: int, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, 1 << 32, size=num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, 1 << 32, size=num_perm, dtype=np.uint64)
-
-    def signature(self, shingles: set[int]) -> np.ndarray:
-        values = np.fromiter(shingles, dtype=np.uint64, count=len(shingles))
-        # a < 2^32 and x < 2^32, so a*x + b < 2^64: no uint64 overflow before the modulus
-        permuted = (np.outer(self.a, values) + self.b[:, None]) % _MERSENNE & _MASK32
-        return permuted.min(axis=1)
-
-
-def _bands(num_perm: int) -> tuple[int, int]:
-    """(bands, rows): rows=8 puts the LSH threshold near 0.7, well below any sane cut-off."""
-    rows = 8 if num_perm >= 16 else max(1, num_perm // 2)
-    return num_perm // rows, rows
-
 
 def deduplicate(
     pairs: Sequence[RepairPair], threshold: float = 0.9, shingle_size: int = 5, num_perm: int = 128
@@ -152,12 +129,9 @@ def deduplicate(
     Dropped pairs get ``drop_reason`` ``duplicate`` or ``near-duplicate`` and
     ``metadata["duplicate_of"]`` (and ``"jaccard"`` for near duplicates).
     """
-    hasher = _MinHasher(num_perm, seed=0)
-    bands, rows = _bands(num_perm)
+    index = MinHashLSH(threshold, num_perm=num_perm, seed=0)
     exact: dict[str, str] = {}
-    buckets: dict[tuple[int, bytes], list[int]] = {}
     kept: list[RepairPair] = []
-    kept_shingles: list[set[int]] = []
     dropped: list[RepairPair] = []
     for pair in pairs:
         before = code_tokens(pair.vulnerable, pair.language)
@@ -167,25 +141,13 @@ def deduplicate(
         if first is not None:
             dropped.append(_dropped(pair, "duplicate", duplicate_of=first))
             continue
-        shingles = _shingles([*before, "\x00SEP\x00", *after], shingle_size)
-        signature = hasher.signature(shingles)
-        band_keys = [(b, signature[b * rows : (b + 1) * rows].tobytes()) for b in range(bands)]
-        candidates = sorted({i for bk in band_keys for i in buckets.get(bk, ())})
-        best, best_j = None, 0.0
-        for index in candidates:
-            other = kept_shingles[index]
-            jaccard = len(shingles & other) / len(shingles | other)
-            if jaccard > best_j:
-                best, best_j = index, jaccard
-        if best is not None and best_j >= threshold:
-            extra = {"duplicate_of": kept[best].pair_id, "jaccard": round(best_j, 4)}
+        match = index.find_or_add(hashed_shingles([*before, "\x00SEP\x00", *after], shingle_size))
+        if match is not None:
+            extra = {"duplicate_of": kept[match[0]].pair_id, "jaccard": round(match[1], 4)}
             dropped.append(_dropped(pair, "near-duplicate", **extra))
             continue
         exact[key.hex()] = pair.pair_id
-        for bk in band_keys:
-            buckets.setdefault(bk, []).append(len(kept))
         kept.append(pair)
-        kept_shingles.append(shingles)
     return kept, dropped
 
 
@@ -308,7 +270,7 @@ def build_index(
     return BenchmarkIndex(ngram, hashes, owners, tasks, described)
 
 
-def check_benchmarks(config: AssembleConfig) -> None:
+def check_benchmarks(config: DecontaminationSettings) -> None:
     """Fail before the teacher stages run when decontamination data cannot be had:
     an unknown benchmark, a missing local path, or only the Hub while it is offline."""
     if not config.require_decontamination:

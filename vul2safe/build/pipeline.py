@@ -24,9 +24,7 @@ import hashlib
 import importlib
 import inspect
 import json
-import re
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -40,12 +38,17 @@ from vul2safe.build.records import (
     RepairPair,
     done_path,
     dropped_path,
+    fold_reason,
     kept_path,
+    read_done,
     read_pairs,
+    stage_counts,
     stage_dir,
+    write_done,
     write_pairs,
 )
-from vul2safe.errors import UsageError
+from vul2safe.errors import UsageError, Vul2SafeError
+from vul2safe.fileio import write_json_atomic
 
 #: stages that talk to the teacher model (it is opened only for them)
 TEACHER_STAGES: frozenset[str] = frozenset({"reflect", "prompts"})
@@ -54,6 +57,20 @@ REPORT_FILE = "report.json"
 _TRANSPORT = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "device")
 
 Progress = Callable[[str, int, int], None]
+
+
+class NothingSurvived(Vul2SafeError):
+    """A stage left no pair for the next one; ``report`` (also ``report.json``) says where.
+
+    Raised after the report is written: going on would only fail later with a less useful
+    message (an empty dataset card), and a run whose every pair was dropped is a failure.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: BuildReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -79,6 +96,8 @@ class BuildReport:
     teacher: dict[str, Any] | None = None
     seconds: float = 0.0
     finished_at: str = ""
+    #: why the build stopped early, e.g. ``{"stage": "reflect", "summary": "..."}``
+    stopped: dict[str, str] | None = None
 
     def stage(self, name: str) -> StageReport:
         return next(s for s in self.stages if s.stage == name)
@@ -87,47 +106,10 @@ class BuildReport:
         return asdict(self)
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_json_atomic(path, self.to_dict())
 
 
 # ----------------------------------------------------------------------------- stage files
-
-
-def fold_reason(reason: str | None) -> str:
-    """A reason's category, so that counts add up: a leading code (``"too_long: 612
-    lines"`` → ``too_long``), else the text before any parenthesis, digits as ``N``."""
-    text = (reason or "unknown").strip()
-    head, sep, _ = text.partition(": ")
-    if sep and head and " " not in head:
-        return head
-    text = text.split(" (", 1)[0].strip() or text
-    return re.sub(r"\d+(?:\.\d+)?", "N", text)
-
-
-def read_done(output: Path, stage: str) -> dict[str, Any] | None:
-    """The done record of a stage, ``None`` when it is not done."""
-    path = done_path(output, stage)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def stage_counts(output: Path, stage: str) -> dict[str, Any]:
-    """Pairs in, kept, dropped and folded drop reasons of a stage, from its files."""
-    kept = read_pairs(kept_path(output, stage))
-    dropped = read_pairs(dropped_path(output, stage))
-    reasons = Counter(fold_reason(p.drop_reason) for p in dropped)
-    return {
-        "stage": stage,
-        "pairs_in": len(kept) + len(dropped),
-        "kept": len(kept),
-        "dropped": len(dropped),
-        "drop_reasons": dict(reasons.most_common()),
-    }
 
 
 def fingerprint(config: BuildConfig, stage: str) -> str:
@@ -143,13 +125,6 @@ def fingerprint(config: BuildConfig, stage: str) -> str:
         relevant["teacher"] = {k: v for k, v in data["teacher"].items() if k not in _TRANSPORT}
     blob = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _write_done(output: Path, stage: str, record: dict[str, Any]) -> None:
-    path = done_path(output, stage)
-    tmp = path.with_suffix(".done.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------- the teacher
@@ -275,6 +250,7 @@ def run_build(
     ctx = BuildContext(output=output, config=config, progress=progress)
     reports: dict[str, StageReport] = {}
     teacher_info: dict[str, Any] | None = None
+    stopped: dict[str, str] | None = None
     try:
         for stage in STAGES:
             record = read_done(output, stage)
@@ -291,6 +267,9 @@ def run_build(
                 )
                 if record and record.get("teacher"):
                     teacher_info = teacher_info or record["teacher"]
+                stopped = _emptied(reports[stage], selected, output)
+                if stopped:
+                    break
                 continue
             pairs = _input(stage, config, output, selected)
             if needs_teacher(config, stage) and ctx.teacher is None:
@@ -309,7 +288,7 @@ def run_build(
                 teacher = _describe(ctx.teacher)
                 teacher_info = teacher
             requests = result.stats.get("teacher_requests")
-            _write_done(
+            write_done(
                 output,
                 stage,
                 {
@@ -337,18 +316,54 @@ def run_build(
             )
             if progress:
                 progress(stage, len(pairs), len(pairs))
+            stopped = _emptied(reports[stage], selected, output)
+            if stopped:
+                break
     finally:
         if ctx.teacher is not None:
             ctx.teacher.close()
     report = BuildReport(
         output=str(output),
-        stages=[reports[s] for s in STAGES],
+        stages=[reports.get(s) or StageReport(stage=s, status="not run") for s in STAGES],
         teacher=teacher_info,
         seconds=round(time.perf_counter() - started, 3),
         finished_at=_now(),
+        stopped=stopped,
     )
     report.write(output / REPORT_FILE)
+    if stopped:
+        raise NothingSurvived(stopped["summary"], report)
     return report
+
+
+def _emptied(row: StageReport, selected: Sequence[str], output: Path) -> dict[str, str] | None:
+    """Why the build stops after ``row``'s stage, or ``None``: it left no pair, and it ran
+    (or resumed) now or a later stage is to run on its output."""
+    later = STAGES[STAGES.index(row.stage) + 1 :]
+    if (
+        row.status == "not run"
+        or row.kept
+        or not (row.status in ("ran", "resumed") or any(s in selected for s in later))
+    ):
+        return None
+    if row.pairs_in == 0:
+        why = "it was given no pairs" + (
+            " (do the sources hold any? check --source and --limit)" if row.stage == "pairs" else ""
+        )
+    else:
+        top = ", ".join(f"{reason} x{n}" for reason, n in list(row.drop_reasons.items())[:3])
+        why = f"all {row.pairs_in} pairs were dropped ({top})"
+        stats = (read_done(output, row.stage) or {}).get("stats") or {}
+        # the teacher stages say what was wrong with the replies: the cause behind the drops
+        replies = stats.get("invalid_votes") or stats.get("teacher_failures") or {}
+        if isinstance(replies, dict) and replies:
+            ranked = sorted(replies.items(), key=lambda item: -item[1])[:2]
+            why += "; unusable teacher replies: " + ", ".join(f"{r} x{n}" for r, n in ranked)
+    summary = (
+        f"no pair survived the {row.stage} stage: {why}; see {output / REPORT_FILE} and every "
+        f"pair's reason in {dropped_path(output, row.stage)}"
+    )
+    return {"stage": row.stage, "summary": summary}
 
 
 def _remove_checkpoint(output: Path, stage: str) -> None:
@@ -379,6 +394,7 @@ __all__ = [
     "REPORT_FILE",
     "TEACHER_STAGES",
     "BuildReport",
+    "NothingSurvived",
     "StageReport",
     "fingerprint",
     "fold_reason",

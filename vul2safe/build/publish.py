@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vul2safe.build import BuildContext, StageResult
-from vul2safe.build.records import STAGES, RepairPair
+from vul2safe.build.records import STAGES, RepairPair, read_done, stage_counts
 from vul2safe.errors import Vul2SafeError
+from vul2safe.fileio import write_text_atomic
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -371,7 +372,6 @@ def _settings(config: Any) -> dict[str, Any]:
 def run_stage(pairs: list[RepairPair], ctx: BuildContext) -> StageResult:
     """Build the DatasetDicts, write them and the card, and push when asked."""
     from vul2safe.build.assemble import AssembleConfig, build_dataset
-    from vul2safe.build.pipeline import read_done, stage_counts
 
     config = _config(ctx)
     build_config = getattr(ctx, "config", None)
@@ -400,8 +400,8 @@ def run_stage(pairs: list[RepairPair], ctx: BuildContext) -> StageResult:
     hub_card = render_card(datasets, context, layout="hub")
     local_card = render_card(datasets, context, layout="local")
     written = save_dataset(datasets, output)
-    (output / "README.md").write_text(local_card, encoding="utf-8")
-    (output / "card.hub.md").write_text(hub_card, encoding="utf-8")
+    write_text_atomic(output / "README.md", local_card)
+    write_text_atomic(output / "card.hub.md", hub_card)
     stats: dict[str, Any] = {
         "configs": {name: {s: d[s].num_rows for s in d} for name, d in datasets.items()},
         "saved": {name: str(path) for name, path in written.items()},

@@ -9,19 +9,25 @@ rejects is written to that stage's ``dropped`` file with the reason.
 Stage files (``OUTPUT/stages/``): ``<stage>.jsonl`` holds the pairs that survived,
 ``<stage>.dropped.jsonl`` the dropped ones (``drop_reason`` set), ``<stage>.done`` marks a
 finished stage (written last, so an interrupted stage is re-run — its teacher calls come
-from the cache). Hashes such as PrimeVul's 128-bit ``func_hash`` are kept as decimal strings:
-JSON readers that go through floats would corrupt them.
+from the cache). Hashes such as PrimeVul's 128-bit ``func_hash`` are kept as decimal
+strings: JSON readers that go through floats would corrupt them.
+
+The readers of stage files (:func:`read_done`, :func:`stage_counts`) live here rather than in
+the pipeline, so that a stage (publish) can read earlier stages' files without importing the
+pipeline that runs it.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vul2safe.fileio import atomic_writer
+from vul2safe.fileio import atomic_writer, write_text_atomic
 
 STAGES: tuple[str, ...] = ("pairs", "reflect", "localize", "prompts", "assemble", "publish")
 
@@ -120,3 +126,46 @@ def append_pair(path: Path, pair: RepairPair) -> None:
 
 def iter_ids(pairs: Iterable[RepairPair]) -> Iterator[str]:
     return (pair.pair_id for pair in pairs)
+
+
+def fold_reason(reason: str | None) -> str:
+    """A reason's category, so that counts add up: a leading code (``"too_long: 612
+    lines"`` → ``too_long``), else the text before any parenthesis, digits as ``N``."""
+    text = (reason or "unknown").strip()
+    head, sep, _ = text.partition(": ")
+    if sep and head and " " not in head:
+        return head
+    text = text.split(" (", 1)[0].strip() or text
+    return re.sub(r"\d+(?:\.\d+)?", "N", text)
+
+
+def read_done(output: Path, stage: str) -> dict[str, Any] | None:
+    """The done record of a stage, ``None`` when it is not done."""
+    path = done_path(output, stage)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_done(output: Path, stage: str, record: dict[str, Any]) -> None:
+    """Mark ``stage`` done (atomically: a done file is either whole or absent)."""
+    text = json.dumps(record, indent=2, default=str, ensure_ascii=False) + "\n"
+    write_text_atomic(done_path(output, stage), text)
+
+
+def stage_counts(output: Path, stage: str) -> dict[str, Any]:
+    """Pairs in, kept, dropped and folded drop reasons of a stage, from its files."""
+    kept = read_pairs(kept_path(output, stage))
+    dropped = read_pairs(dropped_path(output, stage))
+    reasons = Counter(fold_reason(p.drop_reason) for p in dropped)
+    return {
+        "stage": stage,
+        "pairs_in": len(kept) + len(dropped),
+        "kept": len(kept),
+        "dropped": len(dropped),
+        "drop_reasons": dict(reasons.most_common()),
+    }

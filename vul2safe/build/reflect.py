@@ -22,7 +22,9 @@ when the verdict is "fix is correct" and confidence reaches the threshold; every
 carries its reason.
 
 The teacher machinery (:class:`~vul2safe.build.teacher.CachedTeacher`, ``ask_all``, reply
-parsing, checkpoints) lives in :mod:`vul2safe.build.teacher`, shared with the prompts stage.
+parsing, checkpoints) lives in :mod:`vul2safe.build.teacher`, shared with the prompts stage;
+the reply schemas in :mod:`vul2safe.build.replies`, the vote arithmetic in
+:mod:`vul2safe.build.votes`, the scanner evidence in :mod:`vul2safe.build.evidence`.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from vul2safe.build import BuildContext, StageResult
+from vul2safe.build.evidence import collect_evidence
 from vul2safe.build.records import RepairPair
+from vul2safe.build.replies import validate_reply
 from vul2safe.build.teacher import (
     RETRY_STRIDE,
     Ask,
     CachedTeacher,
     Checkpoint,
-    ReplyError,
     ask_all,
     fingerprint,
     language_name,
@@ -52,13 +55,30 @@ from vul2safe.build.teacher import (
     resolve_cache,
     resolve_config,
 )
+from vul2safe.build.votes import Verdict, aggregate_votes, majority_lines, scanner_bonus
 from vul2safe.cache import Cache
 from vul2safe.errors import UsageError
 from vul2safe.generation.base import SamplingParams
-from vul2safe.schema import Sample, SampleResult, Severity, normalize_cwe
 
 STAGE = "reflect"
 STEPS: tuple[str, ...] = ("analyse", "judge", "reflect")
+
+__all__ = [
+    "STEPS",
+    "ReflectConfig",
+    "Verdict",
+    "aggregate_votes",
+    "collect_evidence",
+    "conversation_turns",
+    "decide",
+    "majority_lines",
+    "number_lines",
+    "run_stage",
+    "scanner_bonus",
+    "validate_analysis",
+    "validate_judgement",
+    "validate_reflection",
+]
 
 
 @dataclass
@@ -103,221 +123,19 @@ def number_lines(code: str) -> str:
     return "\n".join(f"{i:4d} | {line}" for i, line in enumerate(code.splitlines(), 1))
 
 
-def get_bool(obj: dict[str, Any], key: str) -> bool:
-    """A boolean field; ``"yes"``/``"true"`` strings are accepted, anything else rejected."""
-    value = obj.get(key)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "false", "no"):
-        return value.strip().lower() in ("true", "yes")
-    raise ReplyError(f"schema: {key!r} missing or not a boolean")
-
-
-def get_lines(value: Any, n_lines: int) -> list[int]:
-    """Line numbers in ``1..n_lines``, sorted and unique; out-of-range numbers are dropped."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ReplyError("schema: 'vulnerable_lines' is not a list")
-    lines: set[int] = set()
-    for item in value:
-        if isinstance(item, bool):
-            raise ReplyError("schema: 'vulnerable_lines' holds a non-integer")
-        if isinstance(item, str) and item.strip().isdigit():
-            item = int(item)
-        if not isinstance(item, int):
-            raise ReplyError("schema: 'vulnerable_lines' holds a non-integer")
-        if 1 <= item <= n_lines:
-            lines.add(item)
-    return sorted(lines)
-
-
-def get_cwe(value: Any) -> str | None:
-    if value is None or isinstance(value, bool):
-        return None
-    return normalize_cwe(value) if isinstance(value, str | int) else None
-
-
 def validate_analysis(obj: dict[str, Any], n_lines: int) -> dict[str, Any]:
-    """Schema of turn 1 (see ``analyse.j2``)."""
-    root_cause = obj.get("root_cause")
-    if not isinstance(root_cause, str):
-        raise ReplyError("schema: 'root_cause' missing or not a string")
-    if "vulnerable_lines" not in obj:
-        raise ReplyError("schema: 'vulnerable_lines' missing")
-    return {
-        "is_vulnerable": get_bool(obj, "is_vulnerable"),
-        "root_cause": root_cause.strip(),
-        "vulnerable_lines": get_lines(obj.get("vulnerable_lines"), n_lines),
-        "cwe": get_cwe(obj.get("cwe")),
-    }
+    """Turn 1 (``analyse.j2``), :class:`~vul2safe.build.replies.AnalysisReply`."""
+    return validate_reply("analyse", obj, n_lines=n_lines)
 
 
 def validate_judgement(obj: dict[str, Any]) -> dict[str, Any]:
-    """Schema of turn 2 (see ``judge.j2``); only ``fix_is_correct`` is required."""
-    out: dict[str, Any] = {"fix_is_correct": get_bool(obj, "fix_is_correct")}
-    for key in ("removes_weakness", "preserves_behaviour"):
-        if key in obj:
-            out[key] = get_bool(obj, key)
-    explanation = obj.get("explanation")
-    out["explanation"] = explanation.strip() if isinstance(explanation, str) else ""
-    return out
+    """Turn 2 (``judge.j2``), :class:`~vul2safe.build.replies.JudgementReply`."""
+    return validate_reply("judge", obj)
 
 
 def validate_reflection(obj: dict[str, Any], n_lines: int) -> dict[str, Any]:
-    """Schema of turn 3 (see ``reflect.j2``); lines and CWE may be omitted (= unchanged)."""
-    out: dict[str, Any] = {
-        "confirmed": get_bool(obj, "confirmed"),
-        "fix_is_correct": get_bool(obj, "fix_is_correct"),
-    }
-    if "vulnerable_lines" in obj:
-        out["vulnerable_lines"] = get_lines(obj.get("vulnerable_lines"), n_lines)
-    if "cwe" in obj:
-        out["cwe"] = get_cwe(obj.get("cwe"))
-    revision = obj.get("revision")
-    out["revision"] = revision.strip() if isinstance(revision, str) else ""
-    return out
-
-
-# --------------------------------------------------------------------------- voting
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of the votes for one pair."""
-
-    fix_is_correct: bool | None  # None: no valid vote, or a tie
-    valid_votes: int
-    agreement: float  # share of valid votes agreeing with the verdict
-    confidence: float  # agreement + scanner bonus, clipped to [0, 1]
-    keep: bool
-    drop_reason: str | None
-
-
-def aggregate_votes(
-    verdicts: Sequence[bool | None],
-    *,
-    bonus: float = 0.0,
-    threshold: float = 0.66,
-    min_valid: int = 1,
-) -> Verdict:
-    """Majority over the valid (non-``None``) votes; keep "fix is correct" above threshold.
-
-    A tie has no verdict. ``confidence = clip(agreement + bonus, 0, 1)`` where ``bonus`` is
-    the scanner evidence (:func:`scanner_bonus`). Comparisons allow 1e-9 of float slack, so
-    2/3 passes a threshold of 0.66 and 0.6666666 alike.
-    """
-    valid = [v for v in verdicts if v is not None]
-    yes, no = sum(valid), len(valid) - sum(valid)
-    if not valid:
-        return Verdict(None, 0, 0.0, 0.0, False, "no valid teacher vote")
-    if len(valid) < min_valid:
-        return Verdict(
-            None, len(valid), 0.0, 0.0, False, f"{len(valid)} valid vote(s), need {min_valid}"
-        )
-    if yes == no:
-        reason = f"teacher votes tied {yes}-{no} on whether the fix is correct"
-        return Verdict(None, len(valid), 0.5, 0.5, False, reason)
-    verdict = yes > no
-    agreement = max(yes, no) / len(valid)
-    confidence = min(1.0, max(0.0, agreement + bonus))
-    if not verdict:
-        reason = f"teacher judged the fix incorrect ({no} of {len(valid)} valid votes)"
-        return Verdict(False, len(valid), agreement, confidence, False, reason)
-    if confidence + 1e-9 < threshold:
-        reason = (
-            f"confidence {confidence:.2f} below threshold {threshold:.2f} "
-            f"(agreement {agreement:.2f}, scanner evidence {bonus:+.2f})"
-        )
-        return Verdict(True, len(valid), agreement, confidence, False, reason)
-    return Verdict(True, len(valid), agreement, confidence, True, None)
-
-
-def scanner_bonus(evidence: dict[str, Any] | None, weight: float) -> tuple[float, str]:
-    """``+weight`` when flagged before and clean after, ``-weight`` when flagged after."""
-    scan = (evidence or {}).get("scanner") or {}
-    before, after = scan.get("before_flagged"), scan.get("after_flagged")
-    if before is None or after is None:
-        return 0.0, "scanner evidence: none (no scanner result for both versions)"
-    if after:
-        return -weight, f"scanner evidence: the fixed version is still flagged ({-weight:+.2f})"
-    if before:
-        return weight, f"scanner evidence: flagged before, clean after ({weight:+.2f})"
-    return 0.0, "scanner evidence: neither version flagged (+0.00)"
-
-
-def majority_lines(line_sets: Sequence[Sequence[int]]) -> list[int]:
-    """Lines named by at least half of the votes (rounded up)."""
-    if not line_sets:
-        return []
-    need = (len(line_sets) + 1) // 2
-    counts = Counter(line for lines in line_sets for line in set(lines))
-    return sorted(line for line, count in counts.items() if count >= need)
-
-
-# --------------------------------------------------------------------------- scanner evidence
-
-
-def _finding_row(finding: Any) -> dict[str, Any]:
-    return {
-        "scanner": finding.scanner,
-        "rule_id": finding.rule_id,
-        "cwe": list(finding.cwe),
-        "severity": finding.severity.value,
-        "line": finding.start_line,
-    }
-
-
-def collect_evidence(
-    pairs: Sequence[RepairPair],
-    scanner_names: Sequence[str] | None,
-    *,
-    min_severity: str,
-    cache: Cache,
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Scan every pair's vulnerable and fixed code in ONE engine call (one tool process per
-    scanner for the whole stage). Returns evidence per pair id and the scanners' metadata."""
-    from vul2safe.scanning import scan_samples
-
-    minimum = Severity.parse(min_severity)
-    shells = []
-    for pair in pairs:
-        for side, code in (("before", pair.vulnerable), ("after", pair.fixed)):
-            sample = Sample(f"{pair.pair_id}#{side}", code, pair.language, f"{pair.pair_id}#{side}")
-            shells.append(SampleResult(sample))
-    if not shells:
-        return {}, {}
-    run = scan_samples(shells, scanner_names, cache=cache)
-    results = {r.sample.id: r for r in run.results}
-    evidence: dict[str, dict[str, Any]] = {}
-    for pair in pairs:
-        before, after = results[f"{pair.pair_id}#before"], results[f"{pair.pair_id}#after"]
-        ok_before = {r.scanner for r in before.reports if r.ok}
-        ok_after = {r.scanner for r in after.reports if r.ok}
-        both = sorted(ok_before & ok_after)
-
-        def flagged(result: SampleResult, both: list[str] = both) -> list[dict[str, Any]]:
-            return [
-                _finding_row(f)
-                for r in result.reports
-                if r.scanner in both
-                for f in r.findings
-                if f.severity.at_least(minimum)
-            ]
-
-        before_rows, after_rows = flagged(before), flagged(after)
-        evidence[pair.pair_id] = {
-            "scanner": {
-                "scanners": both,
-                "min_severity": minimum.value,
-                "before_flagged": bool(before_rows) if both else None,
-                "after_flagged": bool(after_rows) if both else None,
-                "before_findings": before_rows,
-                "after_findings": after_rows,
-                "errors": sorted(set(before.errors + after.errors)),
-            }
-        }
-    return evidence, {"scanners": run.scanners, "skipped": run.skipped_scanners}
+    """Turn 3 (``reflect.j2``), :class:`~vul2safe.build.replies.ReflectionReply`."""
+    return validate_reply("reflect", obj, n_lines=n_lines)
 
 
 # --------------------------------------------------------------------------- the stage

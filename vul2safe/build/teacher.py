@@ -31,6 +31,7 @@ from vul2safe.build import BuildContext
 from vul2safe.build.records import RepairPair, append_pair, read_pairs
 from vul2safe.cache import Cache, content_key
 from vul2safe.errors import UsageError, Vul2SafeError
+from vul2safe.fileio import write_text_atomic
 from vul2safe.generation.base import (
     Completion,
     GenerationRequest,
@@ -410,7 +411,7 @@ class Checkpoint:
         if previous != self.stamp:
             self.path.unlink(missing_ok=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        settings.write_text(self.stamp + "\n", encoding="utf-8")
+        write_text_atomic(settings, self.stamp + "\n")
         return {pair.pair_id: pair for pair in read_pairs(self.path)}
 
     def add(self, pair: RepairPair) -> None:

@@ -1,14 +1,13 @@
 """``vul2safe build``: build PrimeVul+ from repair-pair sources with a teacher model.
 
 The command parses flags into config overrides (flags > ``--config`` file > defaults), calls
-:func:`vul2safe.build.pipeline.run_build`, and prints the report table.
+:func:`vul2safe.build.pipeline.run_build`, and prints the report table. A build in which a
+stage drops every pair prints the table, then one error line naming that stage, and exits 1
+(``report.json`` is written either way).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -96,39 +95,17 @@ def build_command(
         raise UsageError("pass --output DIR: the folder the build writes to")
     selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
 
-    from vul2safe.build.pipeline import run_build
+    from vul2safe.build.pipeline import NothingSurvived, run_build
+    from vul2safe.cli.progress import progress_bars
 
-    with _progress() as advance:
-        report = run_build(config, output, stages=selected, resume=resume, progress=advance)
+    try:
+        with progress_bars() as bars:
+            advance = bars.update if bars else None
+            report = run_build(config, output, stages=selected, resume=resume, progress=advance)
+    except NothingSurvived as stop:
+        _print_report(stop.report)  # the table shows where the pairs went; then one line
+        raise
     _print_report(report)
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
-    """One transient bar per stage on stderr, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def advance(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=max(total, 1))
-        progress.update(tasks[stage], completed=done, total=max(total, 1))
-
-    with progress:
-        yield advance
 
 
 def _print_report(report: BuildReport) -> None:

@@ -18,7 +18,8 @@ The rules:
 - **prompts**: task/docstring/context prompts built from the function name and signature.
 
 ``misbehave`` maps a function name (the ``Function: `name``` line of the prompt) to a plan
-``"[step:]mode[_once]"``: ``malformed``, ``empty``, ``truncated`` (finish_reason "length"),
+``"[step:]mode[_once]"`` (the name ``"*"``: every function without a plan of its own):
+``malformed``, ``empty``, ``truncated`` (finish_reason "length"),
 ``refusal``, ``prose`` (off-format), ``schema`` (valid JSON, wrong keys) replace the reply;
 ``reject`` (judge says the fix is wrong), ``revise`` (judge says wrong, reflection revises to
 right), ``split`` (reflection says right for even seeds only) change the verdict; ``leak``
@@ -35,20 +36,16 @@ a script it serves from its own process and reports the counters at ``GET /stats
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import threading
-import time
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
 from vul2safe.build.records import RepairPair
 from vul2safe.generation.base import BackendOptions, Session
 from vul2safe.schema import normalize_cwes
+from vul2safe.testing.openai_http import CHAT, Answer, Choice, OpenAIHTTPServer, RequestError
 
 SVEN_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "sven" / "train"
 MODEL = "scripted-teacher"
@@ -219,8 +216,9 @@ def respond(body: dict[str, Any], misbehave: dict[str, str]) -> tuple[str, str]:
     style = re.search(r"style: (\w+)", last) if step == "prompts" else None
     scopes = {None, step, style.group(1) if style else step}
     mode = ""
-    if name in misbehave:
-        plan_step, plan_mode, once = _parse_plan(misbehave[name])
+    plan = misbehave.get(name, misbehave.get("*"))
+    if plan:
+        plan_step, plan_mode, once = _parse_plan(plan)
         if plan_step in scopes and not (once and _ATTEMPT.search(last)):
             mode = plan_mode
     seed = int(body.get("seed") or 0)
@@ -308,153 +306,54 @@ def _misbehave(mode: str, text: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- the server
 
 
-class TeacherServer:
-    """The running server: ``base_url`` (``http://127.0.0.1:PORT/v1``), request counters."""
+class TeacherServer(OpenAIHTTPServer):
+    """The running server: ``base_url`` (``http://127.0.0.1:PORT/v1``), request counters.
+
+    The HTTP plumbing is the shared :class:`~vul2safe.testing.openai_http.OpenAIHTTPServer`
+    (the same one the model server uses); this class only answers by the rules above.
+    """
+
+    endpoints = (CHAT,)
+    owned_by = "tests"
 
     def __init__(self, delay_s: float, misbehave: dict[str, str], model: str) -> None:
-        self.delay_s = delay_s
+        super().__init__(("127.0.0.1", 0), model, latency_s=delay_s, keep_bodies=True)
         self.misbehave = dict(misbehave)
         self.model = model
-        self._lock = threading.Lock()
-        self._count = 0
-        self._in_flight = 0
-        self.max_in_flight = 0
-        self.bodies: list[dict[str, Any]] = []
-        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="scripted-teacher", daemon=True
-        )
-        self._thread.start()
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        self.start("scripted-teacher")
+        self.base_url = self.url
+
+    @property
+    def delay_s(self) -> float:
+        return self.latency_s
 
     @property
     def request_count(self) -> int:
-        """Chat-completion requests received so far (thread-safe)."""
-        with self._lock:
-            return self._count
+        """Chat-completion requests received so far."""
+        return self.stats.requests
 
-    def _enter(self, body: dict[str, Any]) -> None:
-        with self._lock:
-            self._count += 1
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            self.bodies.append(body)
+    @property
+    def max_in_flight(self) -> int:
+        return self.stats.max_in_flight
 
-    def _leave(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
+    def answer(self, path: str, body: dict[str, Any], number: int) -> Answer:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise RequestError(400, "'messages' must be a list of objects")
+        text, finish = respond(body, self.misbehave)
+        prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
+        return Answer([Choice(text, finish, len(text.split()))], prompt_tokens=prompt_words)
 
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._httpd.close_connections()
-        self._thread.join(timeout=5)
+    def extra_get(self, path: str) -> dict[str, Any] | None:
+        if path == "/stats":  # for a server run as its own process
+            return {"requests": self.request_count, "max_in_flight": self.max_in_flight}
+        return None
 
     def __enter__(self) -> TeacherServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Server(ThreadingHTTPServer):
-    """A larger accept backlog (16+ clients connect at once in the benchmark), and close()
-    that also ends kept-alive connections, so a closed teacher is really unreachable."""
-
-    request_queue_size = 128
-    daemon_threads = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-def _handler_for(server: TeacherServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out as separate writes
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            return
-
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/").endswith("/v1/models"):
-                model = {"id": server.model, "object": "model", "created": 0, "owned_by": "tests"}
-                self._send(200, {"object": "list", "data": [model]})
-            elif self.path.rstrip("/") == "/stats":  # for a server run as its own process
-                stats = {"requests": server.request_count, "max_in_flight": server.max_in_flight}
-                self._send(200, stats)
-            else:
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            if not self.path.rstrip("/").endswith("/v1/chat/completions"):
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
-                return
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
-                self._send(400, {"error": {"message": "body is not JSON"}})
-                return
-            server._enter(body)
-            try:
-                if server.delay_s:
-                    time.sleep(server.delay_s)
-                text, finish = respond(body, server.misbehave)
-            finally:
-                server._leave()
-            prompt_words = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
-            self._send(
-                200,
-                {
-                    "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": server.model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": finish,
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": prompt_words,
-                        "completion_tokens": len(text.split()),
-                        "total_tokens": prompt_words + len(text.split()),
-                    },
-                },
-            )
-
-    return Handler
 
 
 def start_teacher(

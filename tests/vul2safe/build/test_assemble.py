@@ -93,6 +93,37 @@ def test_near_duplicate_found_and_threshold_respected(sven: list[RepairPair]) ->
     assert len(kept) == 2 and not dropped
 
 
+def test_lsh_finds_what_comparing_every_pair_finds(sven: list[RepairPair]) -> None:
+    """MinHash + LSH only proposes candidates: on real pairs plus tweaked copies of some of
+    them, deduplication drops exactly what an all-pairs exact Jaccard comparison drops."""
+    from vul2safe.build.similarity import hashed_shingles, jaccard
+
+    base = sven[:300]
+    copies = []
+    for k, pair in enumerate(base[:60:3]):
+        lines = pair.fixed.splitlines(keepends=True)
+        lines.insert(len(lines) // 2, f"    touch_{k}(state);\n")
+        copies.append(replace(pair, pair_id=f"copy:{k}", fixed="".join(lines)))
+    pairs = [*base, *copies]
+    for threshold in (0.9, 0.75):
+        _, dropped = deduplicate(pairs, threshold=threshold)
+        expected: list[str] = []
+        seen: list[set[int]] = []
+        exact: set[tuple[str, str]] = set()
+        for pair in pairs:
+            before = code_tokens(pair.vulnerable, pair.language)
+            after = code_tokens(pair.fixed, pair.language)
+            key = (" ".join(before), " ".join(after))
+            grams = hashed_shingles([*before, "\x00SEP\x00", *after], 5)
+            if key in exact or any(jaccard(grams, other) >= threshold for other in seen):
+                expected.append(pair.pair_id)
+                continue
+            exact.add(key)
+            seen.append(grams)
+        assert [p.pair_id for p in dropped] == expected
+        assert sum(p.drop_reason == "near-duplicate" for p in dropped) >= len(copies) // 2
+
+
 def test_distinct_real_pairs_are_not_duplicates(sven: list[RepairPair]) -> None:
     sample = sven[:200]
     kept, dropped = deduplicate(sample)

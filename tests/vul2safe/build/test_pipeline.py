@@ -17,7 +17,7 @@ import pytest
 from scripted_teacher import TeacherServer, start_teacher
 
 from vul2safe.build.config import BuildConfig, load_config
-from vul2safe.build.pipeline import run_build
+from vul2safe.build.pipeline import NothingSurvived, run_build
 from vul2safe.build.records import STAGES, is_done
 from vul2safe.errors import UsageError
 
@@ -190,6 +190,62 @@ def test_cli_end_to_end(tmp_path: Path, shared_data: Path, teacher: TeacherServe
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("resumed") == len(STAGES)
     assert teacher.request_count == calls
+
+
+def test_teacher_answering_garbage_stops_with_a_report(tmp_path: Path, shared_data: Path) -> None:
+    """Every reply is prose: reflect drops every pair. The build stops there, writes the
+    report (later stages "not run") and says in one line which stage and why; exit 1."""
+    settings = tmp_path / "build.yaml"
+    settings.write_text(
+        f"assemble:\n  benchmark_data_dir: {shared_data}\n"
+        "reflect:\n  votes: 1\n  max_retries: 0\n  scanners: []\n"
+    )
+    out = tmp_path / "out"
+    with start_teacher(misbehave={"*": "prose"}) as garbage:
+        proc = run_cli(
+            "--source", f"sven:{shared_data / 'sven' / 'train'}", "--limit", "3",
+            "--teacher", f"openai:{garbage.model}", "--base-url", garbage.base_url,
+            "--output", str(out), "--config", str(settings),
+        )  # fmt: skip
+        asked = garbage.request_count
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("vul2safe: error: no pair survived the reflect stage: all 3 ")
+    assert "no valid teacher vote x3" in lines[0] and "report.json" in lines[0]
+    assert "unusable teacher replies: analyse: off-format reply (no JSON block) x3" in lines[0]
+    assert asked == 3  # one vote, no retry, then nothing more was asked
+    report = json.loads((out / "report.json").read_text())
+    assert report["stopped"]["stage"] == "reflect"
+    status = {s["stage"]: s["status"] for s in report["stages"]}
+    assert status == {
+        "pairs": "ran", "reflect": "ran", "localize": "not run", "prompts": "not run",
+        "assemble": "not run", "publish": "not run",
+    }  # fmt: skip
+    assert report["stages"][1]["dropped"] == 3
+    assert not (out / "README.md").exists() and not (out / "dataset").exists()
+
+
+def test_a_stage_left_empty_stops_the_api_too(tmp_path: Path, shared_data: Path) -> None:
+    """Through the Python API: :class:`NothingSurvived` carries the written report; a
+    resumed run stops at the same stage without asking anything."""
+    config = load_config(
+        None,
+        {
+            "sources": [f"sven:{shared_data / 'sven' / 'train'}"],
+            "limit": 2,
+            "teacher": {"spec": "openai:x", "base_url": "http://127.0.0.1:9/v1"},
+            "pairs": {"max_lines": 1},  # every real function is longer: pairs drops all
+        },
+    )
+    for _ in range(2):
+        with pytest.raises(NothingSurvived) as info:
+            run_build(config, tmp_path, stages=["pairs", "reflect"])
+        assert info.value.report.stopped is not None
+        assert info.value.report.stopped["stage"] == "pairs"
+        assert "no pair survived the pairs stage: all 2 pairs were dropped" in str(info.value)
+        assert json.loads((tmp_path / "report.json").read_text())["stopped"]["stage"] == "pairs"
+    assert info.value.report.stage("pairs").status == "resumed"
 
 
 def test_cli_print_config_precedence(tmp_path: Path) -> None:

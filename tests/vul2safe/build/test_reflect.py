@@ -391,7 +391,11 @@ def test_an_interrupted_run_resumes_without_repeating_answered_calls(
     assert not sent_names & checkpointed  # finished pairs were not asked again
     repeated = {(json.dumps(b["messages"]), b["seed"]) for b in again} & set(crashing.delivered)
     assert not repeated  # every answer delivered before the crash came from the cache
-    assert len(again) == 4 * 2 * 3 - 5  # chunk 2 minus the five answers saved before the crash
+    # chunk 2 minus the five answers saved before the crash. Counted as distinct requests:
+    # the backend's pool may already have sent the next request when the crash came, and
+    # the server may log it after ``first_bodies`` was read; the resumed run asks it again.
+    distinct = {(json.dumps(b["messages"]), b["seed"]) for b in again}
+    assert len(distinct) == 4 * 2 * 3 - 5
     assert progress[-1] == ("reflect", 8, 8)
 
 
