@@ -1,4 +1,4 @@
-"""The ``srcode`` command line: ``sft``, ``ppo``, ``tiny-model`` and ``doctor``.
+"""The ``srcode`` command line: ``sft``, ``ppo``, ``reward``, ``tiny-model`` and ``doctor``.
 
 Each training command reads one YAML config (``srcode/configs/*.yaml``), applies ``--set
 SECTION.KEY=VALUE`` overrides (flags > file > defaults), and calls one library function.
@@ -35,7 +35,12 @@ ConfigArg = Annotated[
 ]
 OutputOpt = Annotated[
     Path | None,
-    typer.Option("--output-dir", "-o", help="Override the command's output_dir."),
+    typer.Option(
+        "--output",
+        "--output-dir",
+        "-o",
+        help="Output folder (overrides the section's output_dir; --output-dir is an alias).",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -111,6 +116,40 @@ def ppo(
     _report_saved(_guarded(action))
 
 
+@app.command("reward")
+def reward(
+    samples: Annotated[
+        Path, typer.Option("--samples", help="JSONL: {id, prompt, response, language, ...}.")
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML with a reward: section.")
+    ] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="jsonl, or html: a per-token heat map.")
+    ] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Local Hugging Face tokenizer (default: regex tokens).")
+    ] = None,
+) -> None:
+    """Score samples with the training reward: total, each term, and per-token rewards."""
+
+    def action() -> str:
+        from srcode.reward_cmd import run_reward
+
+        return run_reward(
+            samples, config=config, output_format=format_, output=output, tokenizer=tokenizer
+        )
+
+    text = _guarded(action)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"saved {output}", err=True)
+
+
 @app.command("tiny-model")
 def tiny_model(
     path: Annotated[Path, typer.Argument(help="Directory to write the model into.")],
@@ -124,6 +163,16 @@ def tiny_model(
         return build_tiny_model(path, seed=seed)
 
     typer.echo(str(_guarded(action)))
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON schema of a config file (every key, its type, default and description)."""
+    import json
+
+    from srcode.config import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
 
 
 @app.command("doctor")

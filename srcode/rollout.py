@@ -1,121 +1,99 @@
 """Rollout engines for SRCode's PPO: sample responses from the policy being trained.
 
-``TransformersRollouts`` calls ``generate`` on the policy itself (no weight sync needed);
-``VLLMRollouts`` drives a colocated vLLM engine when one is installed and configured. Both
-return token ids cut at the first EOS; :mod:`srcode.ppo` turns them into a ``RolloutBatch``.
+An engine has ``generate(policy, prompts) -> list[list[int]]`` (token ids cut at the first
+EOS) and ``sync_weights(policy)`` (called after every update); it may expose
+``last_logprobs`` (the sampled tokens' log-probs as the engine computed them), which the
+trainer compares with its own. ``TransformersRollouts`` (here) calls ``generate`` on the policy
+itself; ``srcode.rollout_vllm.VLLMRollouts`` drives a colocated vLLM engine.
+:mod:`srcode.ppo` turns the ids into a ``RolloutBatch``.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 
-from srcode.config import ConfigError, PPORunConfig
+from srcode.ppo_config import PPORunConfig
 
 
 class TransformersRollouts:
-    """Sample with ``generate`` on the policy being trained (no weight sync needed)."""
+    """Sample with ``generate`` on the policy being trained (no weight sync needed).
+
+    Every sampling parameter is set here, and the checkpoint's own ``generation_config`` is
+    set aside while sampling: transformers fills the fields we leave unset from it (a Qwen
+    checkpoint's ``repetition_penalty`` 1.05-1.1, ``top_k`` 20), which would sample from a
+    distribution PPO's log-probs (softmax at ``temperature``) do not describe. The policy runs
+    in eval mode (no dropout). tests/srcode/test_rollout.py checks the processed scores
+    ``generate`` samples from against the trainer's log-probs.
+    """
 
     def __init__(self, run: PPORunConfig, pad_id: int, eos_ids: list[int]) -> None:
         from transformers import GenerationConfig
 
         self.pad_id = pad_id
         self.eos_ids = eos_ids
-        # An explicit config: checkpoints' own defaults (Qwen's top_k=20, repetition
-        # penalty) would sample from a distribution the PPO log-probs do not describe.
         self.generation_config = GenerationConfig(
             do_sample=True,
             temperature=run.temperature,
-            top_p=run.top_p,
+            top_p=1.0,
             top_k=0,
+            min_p=None,
+            typical_p=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            min_length=0,
             max_new_tokens=run.max_new_tokens,
             eos_token_id=eos_ids,
             pad_token_id=pad_id,
         )
 
-    @torch.no_grad()
     def generate(self, policy: Any, prompts: list[list[int]]) -> list[list[int]]:
         """Responses for ``prompts`` from ``policy`` (a transformers or peft causal LM)."""
+        return self.sample(policy, prompts)[0]
+
+    @torch.no_grad()
+    def sample(
+        self, policy: Any, prompts: list[list[int]], with_scores: bool = False
+    ) -> tuple[list[list[int]], list[torch.Tensor] | None]:
+        """Responses, and (``with_scores``) the per-step scores ``generate`` sampled from.
+
+        The scores (one (batch, vocab) tensor per generated position, after every logits
+        processor) cost steps x batch x vocab floats: for tests and diagnostics only.
+        """
+        from transformers import GenerationConfig
+
         device = next(policy.parameters()).device
         input_ids, attention_mask = left_pad(prompts, self.pad_id, device)
+        config = self.generation_config
+        if with_scores:
+            config = copy.deepcopy(config)
+            config.output_scores = True
+            config.return_dict_in_generate = True
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        own_config = base.generation_config
         was_training = policy.training
         policy.eval()
-        out = policy.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            generation_config=self.generation_config,
-        )
-        policy.train(was_training)
-        generated = out[:, input_ids.shape[1] :].tolist()
-        return [cut_at_eos(tokens, self.eos_ids) for tokens in generated]
+        try:
+            base.generation_config = GenerationConfig()  # only neutral global defaults fill
+            out = policy.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+            )
+        finally:
+            base.generation_config = own_config
+            policy.train(was_training)
+        sequences = out.sequences if with_scores else out
+        generated = sequences[:, input_ids.shape[1] :].tolist()
+        responses = [cut_at_eos(tokens, self.eos_ids) for tokens in generated]
+        return responses, (list(out.scores) if with_scores else None)
 
     def sync_weights(self, policy: Any) -> None:
         del policy  # generate() runs on the live weights
 
 
-class VLLMRollouts:
-    """A colocated vLLM engine per process; weights are pushed to it after every update.
-
-    Not exercised on CPU CI (the ``vllm`` extra is optional): the weight push goes through the
-    engine's model runner as TRL's colocate mode does, and may need adjusting when vLLM moves
-    that attribute.
-    """
-
-    def __init__(
-        self, model_path: str, run: PPORunConfig, eos_ids: list[int], process_index: int
-    ) -> None:
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise ConfigError(
-                "ppo.rollout_backend is 'vllm' but vLLM is not installed; "
-                "pip install 'vul2safe[vllm]' or set rollout_backend: transformers"
-            ) from None
-        self.llm = LLM(
-            model=model_path,
-            gpu_memory_utilization=run.vllm_gpu_memory_utilization,
-            max_model_len=run.max_prompt_length + run.max_new_tokens,
-            distributed_executor_backend="external_launcher",
-            seed=run.seed + process_index,
-            enable_prefix_caching=True,
-        )
-        self.sampling = SamplingParams(
-            temperature=run.temperature,
-            top_p=run.top_p,
-            max_tokens=run.max_new_tokens,
-            stop_token_ids=eos_ids,
-        )
-        self.eos_ids = eos_ids
-
-    def generate(self, policy: Any, prompts: list[list[int]]) -> list[list[int]]:
-        del policy
-        outputs = self.llm.generate(
-            [{"prompt_token_ids": ids} for ids in prompts], self.sampling, use_tqdm=False
-        )
-        return [cut_at_eos(list(o.outputs[0].token_ids), self.eos_ids) for o in outputs]
-
-    @torch.no_grad()
-    def sync_weights(self, policy: Any) -> None:
-        """Push the policy's weights (LoRA merged in) into the engine, by HF parameter name."""
-        runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
-        merged = hasattr(policy, "merge_adapter")
-        if merged:
-            policy.merge_adapter()
-        try:
-            for name, param in policy.named_parameters():
-                if merged:
-                    if "lora_" in name or "original_module" in name:
-                        continue
-                    name = name.removeprefix("base_model.model.").replace(".base_layer", "")
-                runner.model.load_weights([(name, param.data)])
-        finally:
-            if merged:
-                policy.unmerge_adapter()
-        self.llm.reset_prefix_cache()
-
-
 def cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
+    """``tokens`` up to and including the first EOS (all of them when there is none)."""
     for i, token in enumerate(tokens):
         if token in eos_ids:
             return tokens[: i + 1]
@@ -123,8 +101,9 @@ def cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
 
 
 def left_pad(
-    rows: list[list[int]], pad_id: int, device: torch.device
+    rows: list[list[int]], pad_id: int, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask: prompts end where generation starts."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -27,9 +27,8 @@ from srcode.config import (
     SFTRunConfig,
     SRCodeConfig,
     config_to_dict,
-    load_examples,
-    resolve_model_path,
 )
+from srcode.data import check_model_source, load_examples, resolve_model_path
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -184,7 +183,7 @@ def _callbacks(output_dir: Path, tensorboard: bool) -> list[Any]:
 
 def _version_dependent_args(config_cls: type, run: SFTRunConfig) -> dict[str, Any]:
     """transformers 5 renamed these; pass the spelling the installed version knows."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
+    names = {f.name for f in dataclasses.fields(config_cls)}  # TRL's configs are dataclasses
     args: dict[str, Any] = {}
     if "activation_checkpointing" in names:
         args["activation_checkpointing"] = run.gradient_checkpointing
@@ -199,6 +198,7 @@ def _version_dependent_args(config_cls: type, run: SFTRunConfig) -> dict[str, An
 
 def run_sft(config: SRCodeConfig) -> Path:
     """Fine-tune ``config.model`` on ``config.data``'s sft rows; return the output directory."""
+    check_model_source(config.model.path, config.model.revision, "model.path")
     import torch
     from accelerate import PartialState
     from datasets import Dataset

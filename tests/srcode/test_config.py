@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from srcode.config import (
     SFTRunConfig,
     SRCodeConfig,
     load_config,
-    load_examples,
     validate_ppo,
 )
+from srcode.data import load_examples
 
 CONFIGS = Path(__file__).resolve().parents[2] / "srcode" / "configs"
 SECTIONS = (ModelConfig, DataConfig, SFTRunConfig, PPORunConfig, RewardSection, SRCodeConfig)
@@ -29,8 +28,8 @@ SECTIONS = (ModelConfig, DataConfig, SFTRunConfig, PPORunConfig, RewardSection, 
 
 @pytest.mark.parametrize("cls", SECTIONS, ids=lambda c: c.__name__)
 def test_every_field_has_help(cls: type) -> None:
-    for f in dataclasses.fields(cls):
-        assert f.metadata.get("help", "").strip(), f"{cls.__name__}.{f.name} has no help"
+    for name, info in cls.model_fields.items():
+        assert (info.description or "").strip(), f"{cls.__name__}.{name} has no help"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -102,6 +101,43 @@ def test_batch_arithmetic_is_validated() -> None:
         validate_ppo(PPORunConfig(rollout_batch_size=10, mini_batch_size=4))
     with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
         validate_ppo(PPORunConfig(mini_batch_size=4, gradient_accumulation_steps=3))
+
+
+def test_ppo_combinations_are_validated() -> None:
+    with pytest.raises(ConfigError, match=re.escape("set ppo.samples_per_prompt to 2 or more")):
+        validate_ppo(PPORunConfig(advantage="grpo"))
+    with pytest.raises(
+        ConfigError, match=re.escape("samples_per_prompt (3) must be at least 1 and divide")
+    ):
+        validate_ppo(PPORunConfig(advantage="rloo", samples_per_prompt=3))
+    with pytest.raises(ConfigError, match="dual_clip must be above 1"):
+        validate_ppo(PPORunConfig(dual_clip=0.5))
+    with pytest.raises(ConfigError, match="clip_mode: hard only"):
+        validate_ppo(PPORunConfig(dual_clip=3.0, clip_mode="soft"))
+    validate_ppo(PPORunConfig(advantage="grpo", samples_per_prompt=4, dual_clip=3.0))
+
+
+def test_critic_free_keys_and_kl_choices(tmp_path: Path) -> None:
+    text = "ppo:\n  advantage: rloo\n  samples_per_prompt: 4\n  kl_estimator: k3\n"
+    config = load_config(write(tmp_path, text + "  kl_penalty: loss\n"))
+    assert (config.ppo.advantage, config.ppo.samples_per_prompt) == ("rloo", 4)
+    assert (config.ppo.kl_estimator, config.ppo.kl_penalty) == ("k3", "loss")
+    with pytest.raises(ConfigError, match=re.escape("ppo.advantage: 'ppo' is not one of gae")):
+        load_config(write(tmp_path, "ppo:\n  advantage: ppo\n"))
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1e-4 as a string; Python writes 5e-05: both are learning rates."""
+    config = load_config(
+        write(tmp_path, "ppo:\n  learning_rate: 1e-4\n"), ["sft.learning_rate=5e-05"]
+    )
+    assert config.ppo.learning_rate == pytest.approx(1e-4)
+    assert config.sft.learning_rate == pytest.approx(5e-5)
+
+
+def test_empty_section_means_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "model:\nppo:\n  steps: 2\n"))
+    assert config.model.path == "tiny://" and config.ppo.steps == 2
 
 
 def test_cli_reports_a_config_error_in_one_line(tmp_path: Path) -> None:

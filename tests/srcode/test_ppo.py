@@ -20,16 +20,24 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from srcode.cli import app
+from srcode.config import load_config
 from srcode.ppo import (
     AdaptiveKLController,
     FixedKLController,
+    PPOTrainer,
+    Rollout,
     RolloutBatch,
     compute_gae,
+    group_advantages,
+    kl_estimate,
     masked_mean,
     masked_whiten,
     policy_loss,
+    reward_to_go,
+    run_ppo,
     value_loss,
 )
+from srcode.rollout import TransformersRollouts
 
 TINY_CPU = Path(__file__).resolve().parents[2] / "srcode" / "configs" / "tiny_cpu.yaml"
 
@@ -162,6 +170,98 @@ def test_soft_clip_uses_tau_neg_for_negative_advantages() -> None:
     assert loss.item() == pytest.approx(expected, abs=1e-6)
 
 
+def test_hard_clip_keeps_the_restorative_side() -> None:
+    """Past the bound on the side the advantage does *not* push, the full gradient remains."""
+    old = torch.zeros(1, 2)
+    logprobs = torch.log(torch.tensor([[0.5, 1.5]])).requires_grad_(True)
+    advantages = torch.tensor([[1.0, -1.0]])  # A > 0 with r < 1−ε; A < 0 with r > 1+ε
+    loss, stats = policy_loss(logprobs, old, advantages, torch.ones(1, 2), cliprange=0.2)
+    loss.backward()
+    assert logprobs.grad is not None
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[-0.5 / 2, 1.5 / 2]]))
+    assert stats["policy/clipfrac"].item() == 0.0
+
+
+def test_dual_clip_caps_negative_advantages_by_hand() -> None:
+    old = torch.zeros(1, 3)
+    logprobs = torch.log(torch.tensor([[5.0, 1.1, 5.0]])).requires_grad_(True)
+    advantages = torch.tensor([[-1.0, -1.0, 1.0]])
+    loss, _ = policy_loss(logprobs, old, advantages, torch.ones(1, 3), cliprange=0.2, dual_clip=3.0)
+    # r=5, A=−1: hard clip gives max(5, 1.2) = 5, dual clip caps it at −c·A = 3 (no gradient)
+    # r=1.1, A=−1: 1.1 (below the cap);  r=5, A=+1: max(−5, −1.2) = −1.2 (A > 0 untouched)
+    assert loss.item() == pytest.approx((3.0 + 1.1 - 1.2) / 3)
+    loss.backward()
+    assert logprobs.grad is not None
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[0.0, 1.1 / 3, 0.0]]))
+
+
+def test_log_ratio_clamp_keeps_the_loss_finite() -> None:
+    old = torch.tensor([[-200.0, -1.0]])
+    logprobs = torch.tensor([[-1.0, -1.0]], requires_grad=True)  # log-ratio 199: exp overflows
+    advantages = torch.tensor([[-1.0, 1.0]])
+    loss, stats = policy_loss(
+        logprobs, old, advantages, torch.ones(1, 2), cliprange=0.2, max_log_ratio=20.0
+    )
+    assert math.isfinite(loss.item())
+    assert stats["policy/ratio_max"].item() == pytest.approx(math.exp(20.0), rel=1e-5)
+    loss.backward()
+    assert logprobs.grad is not None and torch.isfinite(logprobs.grad).all()
+    assert logprobs.grad[0, 0].item() == 0.0  # clamped: that token gets no gradient
+
+
+def test_kl_estimators_by_hand() -> None:
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5]])
+    ref = torch.tensor([[-1.5, -1.0, -0.5]])
+    d = [0.5, -1.0, 0.0]
+    torch.testing.assert_close(kl_estimate(logprobs, ref, "k1"), torch.tensor([d]))
+    k3 = [math.exp(-x) - 1 + x for x in d]  # [0.1065, 0.7183, 0]: never negative
+    torch.testing.assert_close(kl_estimate(logprobs, ref, "k3"), torch.tensor([k3]))
+    with pytest.raises(ValueError, match="k1"):
+        kl_estimate(logprobs, ref, "k2")
+
+
+def test_reward_to_go_and_group_advantages_by_hand() -> None:
+    # two prompts × two responses; row 1 has one padding position
+    rewards = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 9.0], [0.0, 0.0, 4.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 1]])
+    to_go = reward_to_go(rewards, mask, gamma=1.0)
+    torch.testing.assert_close(to_go, torch.tensor([[3.0, 3, 2], [1, 0, 0], [4, 4, 4], [0, 0, 0]]))
+    # RLOO: baseline = the other response's total. Group 1: totals 3, 1; group 2: 4, 0
+    rloo = group_advantages(rewards, mask, 2, "rloo")
+    expected = torch.tensor([[2.0, 2, 1], [-2, -3, 0], [4, 4, 4], [-4, -4, -4]])
+    torch.testing.assert_close(rloo, expected)
+    # GRPO: (G_t − mean) / (unbiased std + 1e-4). Group 1: mean 2, std √2; group 2: 2, 2√2
+    grpo = group_advantages(rewards, mask, 2, "grpo")
+    s1, s2 = math.sqrt(2) + 1e-4, 2 * math.sqrt(2) + 1e-4
+    expected = torch.tensor(
+        [
+            [1 / s1, 1 / s1, 0.0],
+            [-1 / s1, -2 / s1, 0.0],
+            [2 / s2, 2 / s2, 2 / s2],
+            [-2 / s2, -2 / s2, -2 / s2],
+        ]
+    )
+    torch.testing.assert_close(grpo, expected)
+
+
+def test_group_advantages_of_instance_rewards_are_grpo_and_rloo() -> None:
+    """All reward on the last token: every token gets its response's GRPO/RLOO advantage."""
+    scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])  # 2 prompts × 3 responses
+    rewards = torch.zeros(6, 4)
+    rewards[:, -1] = scores
+    mask = torch.ones(6, 4)
+    grpo = group_advantages(rewards, mask, 3, "grpo")
+    groups = scores.view(2, 3)
+    standard = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
+    torch.testing.assert_close(grpo, standard.reshape(6, 1).expand(6, 4))
+    assert grpo[3:].abs().max().item() == 0.0  # a group that scored alike teaches nothing
+    rloo = group_advantages(rewards, mask, 3, "rloo")
+    torch.testing.assert_close(rloo[0], torch.full((4,), 1.0))  # 1 − mean(0, 0)
+    torch.testing.assert_close(rloo[1], torch.full((4,), -0.5))  # 0 − mean(1, 0)
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_advantages(rewards, mask, 4, "grpo")
+
+
 def test_clipped_value_loss_by_hand() -> None:
     values = torch.tensor([[1.0, 0.0, 5.0]])
     old = torch.tensor([[0.5, 0.5, 0.0]])
@@ -232,7 +332,7 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 def ppo_run(tmp_path_factory: pytest.TempPathFactory, isolated_env: None) -> Path:
     """`srcode ppo tiny_cpu.yaml`: 3 steps, checkpoints at 2 and 3."""
     out = tmp_path_factory.mktemp("ppo")
-    run_cli("ppo", str(TINY_CPU), "--output-dir", str(out))
+    run_cli("ppo", str(TINY_CPU), "--output", str(out))
     return out
 
 
@@ -309,3 +409,125 @@ def test_ppo_lora_soft_clip_fixed_kl(tmp_path: Path, isolated_env: None) -> None
     merged = load_file(out / "model.safetensors")
     assert any(not torch.equal(before[k], merged[k]) for k in before)
     assert os.listdir(out / "checkpoints") == ["step-000002"]
+
+
+def test_ppo_first_step_kl_is_exactly_zero(ppo_run: Path) -> None:
+    """Eval mode and one autocast for policy and reference: equal weights, equal log-probs."""
+    assert read_metrics(ppo_run / "metrics.jsonl")[0]["kl/mean"] == 0.0
+
+
+def even_token_reward(rollouts: list[Rollout]) -> list[torch.Tensor]:
+    """+1 on every even token id: varies within a group, so group baselines have signal."""
+    return [torch.tensor([float(t % 2 == 0) for t in r.response_ids]) for r in rollouts]
+
+
+def test_critic_free_grpo_with_k3_kl_in_the_loss(tmp_path: Path, isolated_env: None) -> None:
+    overrides = [
+        f"ppo.output_dir={tmp_path / 'grpo'}",
+        "ppo.advantage=grpo",
+        "ppo.samples_per_prompt=2",
+        "ppo.kl_estimator=k3",
+        "ppo.kl_penalty=loss",
+        "ppo.kl_control=fixed",
+        "ppo.steps=2",
+        "ppo.save_every=0",
+        "ppo.tensorboard=false",
+    ]
+    out = run_ppo(load_config(TINY_CPU, overrides), reward_fn=even_token_reward)
+    metrics = read_metrics(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert "loss/value" not in m and "returns/mean" not in m  # no critic
+        assert math.isfinite(m["loss/kl"]) and m["loss/kl"] >= 0.0  # k3 is never negative
+        assert math.isfinite(m["loss/policy"]) and m["advantages/abs_mean"] > 0.0
+    assert metrics[0]["kl/mean"] == 0.0 and metrics[1]["kl/mean"] > 0.0
+    before = load_file(out / "tiny-model" / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert all(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_prompts_repeat_in_groups(tmp_path: Path, isolated_env: None) -> None:
+    """samples_per_prompt consecutive rollouts share a prompt; each step moves on."""
+    overrides = [
+        f"ppo.output_dir={tmp_path / 'rloo'}",
+        "ppo.advantage=rloo",
+        "ppo.samples_per_prompt=2",
+        "ppo.steps=1",
+    ]
+    seen: list[list[int]] = []
+
+    def reward(rollouts: list[Rollout]) -> list[torch.Tensor]:
+        seen.append([r.metadata["row_index"] for r in rollouts])
+        assert [r.metadata["group"] for r in rollouts] == [0, 0, 1, 1]
+        return even_token_reward(rollouts)
+
+    trainer = PPOTrainer(load_config(TINY_CPU, overrides), reward_fn=reward)
+    trainer.step_once()
+    trainer.step_once()
+    first, second = seen
+    assert first[0] == first[1] and first[2] == first[3] and first[0] != first[2]
+    assert not set(first) & set(second)  # 2 new prompts per step, not the same ones again
+
+
+def test_lora_bf16_reference_shares_the_policy_autocast(tmp_path: Path, isolated_env: None) -> None:
+    """bf16 autocast on the policy but not on the reference used to give KL ≠ 0 at step 1."""
+    out = tmp_path / "bf16"
+    overrides = [
+        "model.lora=true",
+        "model.lora_r=4",
+        "ppo.mixed_precision=bf16",
+        "ppo.steps=1",
+        "ppo.ppo_epochs=1",
+        "ppo.save_every=0",
+        "ppo.tensorboard=false",
+    ]
+    run_cli("ppo", str(TINY_CPU), "-o", str(out), *[a for o in overrides for a in ("--set", o)])
+    assert read_metrics(out / "metrics.jsonl")[0]["kl/mean"] == 0.0
+
+
+class ScoreRecordingRollouts(TransformersRollouts):
+    """transformers rollouts that also report the sampled tokens' log-probs, as vLLM does."""
+
+    def generate(self, policy: torch.nn.Module, prompts: list[list[int]]) -> list[list[int]]:
+        responses, scores = self.sample(policy, prompts, with_scores=True)
+        assert scores is not None
+        steps = torch.log_softmax(torch.stack(scores, dim=1).float(), dim=-1)
+        self.last_logprobs = [
+            [float(steps[i, t, token]) for t, token in enumerate(row)]
+            for i, row in enumerate(responses)
+        ]
+        return responses
+
+
+def test_engine_logprob_mismatch_is_logged(tmp_path: Path, isolated_env: None) -> None:
+    """An engine with ``last_logprobs`` gets its gap to the trainer's log-probs logged."""
+    config = load_config(TINY_CPU, [f"ppo.output_dir={tmp_path / 'gap'}", "ppo.steps=1"])
+    trainer = PPOTrainer(config, reward_fn=even_token_reward)
+    trainer.rollouts = ScoreRecordingRollouts(config.ppo, trainer.pad_id, trainer.eos_ids)
+    metrics = trainer.step_once()
+    # the same distribution, computed incrementally (KV cache) vs in one forward pass
+    assert 0.0 <= metrics["rollout/logprob_abs_diff_mean"] < 1e-4
+    assert metrics["rollout/logprob_abs_diff_max"] < 1e-3
+    plain = PPOTrainer(config, reward_fn=even_token_reward).step_once()
+    assert "rollout/logprob_abs_diff_mean" not in plain  # transformers: nothing to compare
+
+
+def test_dropout_is_off_for_scoring(tmp_path: Path, isolated_env: None) -> None:
+    """A checkpoint with attention dropout: the first step's KL is still exactly 0.
+
+    Llama keeps ``attention_dropout`` as a module attribute and the old trainer scored in
+    train mode, so the policy's log-probs were those of a random dropout mask.
+    """
+    from vul2safe.testing.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "dropout-model", seed=0)
+    config_file = model_dir / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings["attention_dropout"] = 0.5
+    config_file.write_text(json.dumps(settings))
+    overrides = [f"model.path={model_dir}", f"ppo.output_dir={tmp_path / 'out'}", "ppo.steps=1"]
+    trainer = PPOTrainer(load_config(TINY_CPU, overrides), reward_fn=even_token_reward)
+    metrics = trainer.step_once()
+    assert metrics["kl/mean"] == 0.0
+    attention = [m for m in trainer.model.modules() if hasattr(m, "attention_dropout")]
+    assert attention and all(m.attention_dropout == 0.0 for m in attention)
