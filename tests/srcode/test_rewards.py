@@ -43,10 +43,11 @@ CONFIG = RewardConfig(
     weight_medium=0.6,
     weight_low=0.0,
     normalize_region_penalty=False,
-    secure_bonus=0.1,
+    max_vuln_penalty=-10.0,  # loose, so the hand-computed regions are not rescaled
+    secure_bonus=0.4,
     clean_bonus=1.0,
-    tests_bonus=0.5,
-    invalid_penalty=-2.0,
+    functional_bonus=10.5,
+    invalid_penalty=-12.0,
 )
 
 
@@ -281,14 +282,23 @@ PLAIN_OFFSETS = [
 ]
 
 
-def test_unknown_columns_penalise_the_whole_line_and_tests_pass() -> None:
+def test_unknown_columns_penalise_the_whole_line_and_functional_counts() -> None:
     assert tiles(PLAIN, PLAIN_OFFSETS)
     normalised = dataclasses.replace(CONFIG, normalize_region_penalty=True)
     rewards = token_level_rewards(
-        PLAIN, PLAIN_OFFSETS, [finding(2)], tests_passed=True, config=normalised
+        PLAIN, PLAIN_OFFSETS, [finding(2)], functional=True, config=normalised
     )
     third = -1 / 3
-    close(rewards, [0, 0, 0, 0, third, third, third, 0.5])
+    close(rewards, [0, 0, 0, 0, third, third, third, 10.5])
+
+
+def test_findings_penalty_is_bounded_per_answer() -> None:
+    bounded = dataclasses.replace(CONFIG, max_vuln_penalty=-2.0, invalid_penalty=-3.0)
+    rewards = token_level_rewards(
+        FENCED, FENCED_OFFSETS, [SYSTEM_CALL], code_offset=22, config=bounded
+    )
+    # 4 tokens at -1 = -4 < -2: every region scaled by 2 / 4
+    close(rewards, [0, 0, 0, 0, 0, 0, 0, -0.5, -0.5, -0.5, -0.5, 0])
 
 
 def test_findings_outside_the_response_are_ignored() -> None:
@@ -331,12 +341,13 @@ REPEATED_OFFSETS = [
 ]
 
 
-def test_secure_span_bonus_once_per_snippet_whitespace_insensitive() -> None:
-    snippets = ["run( args,check = True )", "}"]  # "}" is too short to mean anything
+def test_secure_span_bonus_once_per_snippet_a_fixed_share() -> None:
+    snippets = ["run(args, check=True)", "}"]  # "}" is too short to mean anything
     assert secure_span_matches(REPEATED, snippets, min_chars=4) == [(4, 25)]
     rewards = token_level_rewards(
         REPEATED, REPEATED_OFFSETS, [], secure_snippets=snippets, config=CONFIG
     )
+    # the whole secure_bonus (0.4, one valid snippet) spread over the 4 tokens of its match
     close(rewards, [0, 0, 0.1, 0.1, 0.1, 0.1, 0, 0, 0, 0, 0, 0, 1.0])
 
 
@@ -349,13 +360,14 @@ def test_secure_bonus_never_on_penalised_tokens() -> None:
         secure_snippets=["run(args, check=True)"],
         config=CONFIG,
     )
-    close(rewards, [0, 0, -1, -1, 0.1, 0.1, 0, 0, 0, 0, 0, 0, 0])
+    close(rewards, [0, 0, -1, -1, 0.2, 0.2, 0, 0, 0, 0, 0, 0, 0])
 
 
 def test_secure_span_matches_respects_words_and_layout() -> None:
     assert secure_span_matches("max = 1\nx = 1\n", ["x = 1"]) == [(8, 13)]
     assert secure_span_matches("returnx\nreturn  x", ["return x"]) == [(8, 17)]
-    assert secure_span_matches("f( a,b )", ["f(a, b)"]) == [(0, 8)]
+    assert secure_span_matches("f( a,b )", ["f(a, b)"]) == []  # no padding around punctuation
+    assert secure_span_matches("f(a,  b)", ["f(a, b)"]) == [(0, 8)]
     assert secure_span_matches("if ok:\r\n  go()", ["if ok:\n    go()"]) == [(0, 14)]
     assert secure_span_matches("a = 1", ["   ", ""]) == []
     assert secure_span_matches("x = 1; x = 1", ["x = 1"], start=1) == [(7, 12)]
@@ -363,13 +375,15 @@ def test_secure_span_matches_respects_words_and_layout() -> None:
 
 def test_sequence_terms_land_on_the_last_token() -> None:
     invalid = token_level_rewards(
-        PLAIN, PLAIN_OFFSETS, [], invalid=True, tests_passed=False, config=CONFIG
+        PLAIN, PLAIN_OFFSETS, [], invalid=True, functional=False, config=CONFIG
     )
-    close(invalid, [0, 0, 0, 0, 0, 0, 0, -2.0])  # no clean bonus for invalid output
+    close(invalid, [0, 0, 0, 0, 0, 0, 0, -12.0])  # no clean bonus for invalid output
+    missing = token_level_rewards(PLAIN, PLAIN_OFFSETS, [], functional=False, config=CONFIG)
+    close(missing, [0] * 8)  # not implementing the task: no clean bonus either
     unscanned = token_level_rewards(PLAIN, PLAIN_OFFSETS, [], scanned=False, config=CONFIG)
     close(unscanned, [0] * 8)  # unscanned is not clean
-    both = token_level_rewards(PLAIN, PLAIN_OFFSETS, [], tests_passed=True, config=CONFIG)
-    close(both, [0, 0, 0, 0, 0, 0, 0, 1.5])
+    both = token_level_rewards(PLAIN, PLAIN_OFFSETS, [], functional=True, config=CONFIG)
+    close(both, [0, 0, 0, 0, 0, 0, 0, 11.5])
     assert token_level_rewards("", [], [], config=CONFIG).shape == (0,)
 
 
@@ -382,7 +396,7 @@ def test_sequence_terms_land_on_the_last_token() -> None:
             REPEATED_OFFSETS,
             {"findings": [], "secure_snippets": ["run(args, check=True)"]},
         ),
-        (PLAIN, PLAIN_OFFSETS, {"findings": [finding(2)], "tests_passed": True}),
+        (PLAIN, PLAIN_OFFSETS, {"findings": [finding(2)], "functional": True}),
     ],
 )
 def test_instance_granularity_same_sum_all_on_the_last_token(
@@ -402,14 +416,15 @@ def test_breakdown_parts_add_up() -> None:
         REPEATED_OFFSETS,
         [finding(2)],
         secure_snippets=["a = run(args"],
-        tests_passed=True,
+        functional=True,
         config=CONFIG,
     )
-    assert parts.vulnerable and parts.sequence == 0.5
+    assert parts.vulnerable and parts.sequence == 10.5
+    assert parts.terms() == pytest.approx({"security": -6.0, "secure": 0.4, "functional": 10.5})
     # line 2 (26-51, "\nb" straddles it) -> tokens 6-11; "a = run(args" (0-12) -> tokens 0-3
     close(parts.penalty, [0] * 6 + [-1] * 6 + [0])
     close(parts.bonus, [0.1] * 4 + [0] * 9)
-    close(parts.total(), [0.1] * 4 + [0] * 2 + [-1] * 6 + [0.5])
+    close(parts.total(), [0.1] * 4 + [0] * 2 + [-1] * 6 + [10.5])
 
 
 def test_stack_rewards_right_pads() -> None:
@@ -448,6 +463,13 @@ def test_config_fields_all_have_help_and_bad_values_fail() -> None:
         RewardConfig(granularity="sequence")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="severity"):
         RewardConfig(clean_min_severity="critical")  # type: ignore[arg-type]
+    # settings that would break the tiers are refused, each naming the ordering it breaks
+    with pytest.raises(UsageError, match="below max_vuln_penalty"):
+        RewardConfig(invalid_penalty=-1.0)
+    with pytest.raises(UsageError, match="does not implement"):
+        RewardConfig(functional_bonus=1.0)
+    with pytest.raises(UsageError, match="buy back"):
+        RewardConfig(secure_bonus=5.0)
 
 
 # ---------------------------------------------------- a real tokenizer, a real scanner
@@ -518,7 +540,7 @@ def test_scorer_with_real_tokenizer_and_bandit(
         return Rollout("Write run().", response, offsets, "python")
 
     rollouts = [rollout(VULNERABLE), rollout(SAFE), rollout("I cannot help with that.")]
-    config = RewardConfig()  # the defaults: normalised regions, clean bonus +1
+    config = RewardConfig()  # the defaults: normalised regions, clean +1, functional +2.5
     batch = RolloutScorer(config, scanners=["bandit"])(rollouts)
     assert calls == [2]  # both rollouts with code in ONE scan; the refusal has no code
 
@@ -531,11 +553,13 @@ def test_scorer_with_real_tokenizer_and_bandit(
     penalised = torch.nonzero(vulnerable.rewards < 0).flatten().tolist()
     assert penalised == expected and len(expected) >= 3
     close(vulnerable.rewards[expected], [-1.0 / len(expected)] * len(expected))
-    assert vulnerable.rewards[-1] == 0  # vulnerable: no clean bonus
+    # implements run() (static check: it parses, defines it, non-trivial) but vulnerable:
+    # the functional bonus and no clean bonus
+    assert vulnerable.functional and vulnerable.rewards[-1] == config.functional_bonus
     assert {f.rule_id.split(":")[0] for f in vulnerable.breakdown.findings} >= {"B602"}
 
     safe = batch.rollouts[1]  # only low findings (import subprocess, B603): clean
-    close(safe.rewards, [0.0] * (len(safe.rewards) - 1) + [1.0])
+    close(safe.rewards, [0.0] * (len(safe.rewards) - 1) + [3.5])
 
     refusal = batch.rollouts[2]
     assert refusal.status == "refusal" and refusal.rewards[-1] == config.invalid_penalty
