@@ -53,8 +53,9 @@ class EvalConfig:
     scanners: list[str] | None = None
     threshold: Severity = Severity.MEDIUM
     jobs: int = 2
-    timeout_s: float = 10.0
+    timeout_s: float | None = None  # None: the protocol's (official: 3.0 s)
     allow_unsafe: bool = False
+    protocol: str = "official"  # functional scoring protocol (vul2safe.protocols)
 
     def manifest(self) -> dict[str, Any]:
         """The part of the config that decides which samples are generated."""
@@ -138,9 +139,15 @@ def write_manifest(output: Path, manifest: dict[str, Any], benchmarks: list[str]
     path.write_text(json.dumps({"config": manifest, "benchmarks": benchmarks}, indent=2) + "\n")
 
 
-def build_prompt(bench: Benchmark, task: Task, chat: bool, key: str) -> Prompt:
+def build_prompt(
+    bench: Benchmark, task: Task, chat: bool, key: str, backend: str = "transformers"
+) -> Prompt:
     """Chat models get the task as a user turn (plus the benchmark's assistant prefix);
-    completion models continue the code prefix (functional) or the instruction text."""
+    completion models continue the code prefix (functional) or the instruction text.
+    A benchmark with its own official prompts (``generation_prompt``) builds them itself."""
+    own = getattr(bench, "generation_prompt", None)
+    if own is not None:
+        return own(task, key, chat=chat, backend=backend)  # type: ignore[no-any-return]
     if chat:
         return Prompt(
             key=key,
@@ -215,7 +222,7 @@ def run_eval(config: EvalConfig, progress: EvalProgress | None = None) -> dict[s
         for name, item in loaded.items():
             for task in item.tasks:
                 key = f"{name}:{task.task_id}" if clash else task.task_id
-                prompt = build_prompt(item.benchmark, task, chat, key)
+                prompt = build_prompt(item.benchmark, task, chat, key, config.backend)
                 prompts.append(prompt)
                 owners[prompt.key] = (name, task)
         samples = generate_samples(
@@ -227,6 +234,7 @@ def run_eval(config: EvalConfig, progress: EvalProgress | None = None) -> dict[s
             extra_fields=lambda p: {
                 "benchmark": owners[p.key][0],
                 "field": _sample_field_for_scoring(p),
+                "prefilled": p.mode == "chat" and bool(p.response_prefix),
             },
             cache=cache,
             progress=progress.start("generating", len(prompts) * config.n),
@@ -291,6 +299,9 @@ def _check_security_coverage(config: EvalConfig, loaded: dict[str, LoadedBenchma
     for item in loaded.values():
         if not is_functional(item.benchmark):
             check_scanners_for(_security_languages(config, item), config.scanners)
+        check_headline = getattr(item.benchmark, "check_headline", None)
+        if check_headline is not None:  # e.g. CyberSecEval's ICD rate needs ICD
+            check_headline()
 
 
 def score_benchmark(
@@ -310,7 +321,7 @@ def score_benchmark(
         {
             "task_id": row["task"],
             "sample_index": row["sample_index"],
-            row.get("field", "solution"): row["completion"],
+            _scored_field(row): row["completion"],
             "finish_reason": row.get("finish_reason"),
         }
         for row in rows
@@ -331,18 +342,29 @@ def score_benchmark(
         "func_sec": None,
     }
     passed: dict[tuple[str, int], bool] | None = None
-    if is_functional(bench):
+    own_tests = getattr(bench, "score_entry", None)
+    if callable(own_tests):  # a benchmark with its own tests and metrics (cweval)
+        bar = progress.start(f"running {bench.name}", len(samples))
+        passed = own_tests(entry, item.tasks, samples, config=config, cache=cache, progress=bar)
+    elif is_functional(bench):
         functional = score_samples(
             bench,
             item.tasks,
             [{k: v for k, v in s.items() if k != "sample_index"} for s in samples],
             jobs=config.jobs,
-            limits=SandboxLimits(timeout_s=config.timeout_s),
+            limits=None if config.timeout_s is None else SandboxLimits(timeout_s=config.timeout_s),
             allow_unsafe=config.allow_unsafe,
+            protocol=config.protocol,
             progress=progress.start(f"running {bench.name}", len(samples)),
         )
         entry["functional"] = {
             "pass_at_k": functional.pass_at_k,
+            "pass_at_k_label": functional.pass_at_k_label,
+            "pass_at_k_sanitized": functional.pass_at_k_sanitized,
+            "pass_at_k_higher_of_raw_and_sanitized": (
+                functional.pass_at_k_higher_of_raw_and_sanitized
+            ),
+            "protocol": functional.protocol["name"],
             "pass_at_1_ci": functional.pass_at_1_ci,
             "n_tasks_scored": functional.n_tasks_scored,
             "outcomes": functional.outcomes,
@@ -364,15 +386,28 @@ def score_benchmark(
             cache=cache,
         )
         entry["security"] = security.to_dict()
+        headline = getattr(bench, "headline", None)
+        if headline is not None:  # the benchmark's own published metric, beside ours
+            entry["headline"] = headline(item.tasks, samples)
         if entry["invalid"] is None:
             entry["invalid"] = dict(security.invalid)
         sarif_results = list(security.sarif_results)
         meta = dict(security.scanner_versions)
         if passed is not None and samples:
-            entry["func_sec"] = func_sec(passed, security.flagged())
+            static = func_sec(passed, security.flagged())
+            # a dynamic func-sec (exploit tests) is the headline; the static one stays beside
+            entry["func_sec" if entry["func_sec"] is None else "func_sec_static"] = static
     if entry["invalid"] is None:
         entry["invalid"] = _invalid_block({}, len(samples))
     return entry, sarif_results, meta
+
+
+def _scored_field(row: dict[str, Any]) -> str:
+    """A server that ignored the assistant prefill answered from scratch: a ``solution``."""
+    from vul2safe.protocols import label_field
+
+    field = str(row.get("field", "solution"))
+    return label_field(row["completion"], field) if row.get("prefilled") else field
 
 
 def _invalid_block(counts: dict[str, int], n: int) -> dict[str, Any]:

@@ -2,12 +2,13 @@
 
 Why it is shaped this way:
 
-* **One fixed extraction per sample** (:func:`vul2safe.extract.extract_code`). A sample's
-  field says what it is: ``completion`` continues the benchmark's completion prefix
-  (completion mode: a continuation is glued to the prefix; a fenced answer is taken as a
-  whole file), ``solution`` is a whole answer (chat mode: one fenced block, or the code
-  left after stripping prose). No second "sanitized" scoring, no best-of-two.
-* **Invalid outputs stay in the denominator.** ``no_code``, ``unparsable``, ``truncated``
+* **The protocol decides extraction and execution** (:mod:`vul2safe.protocols`). The
+  default, ``official``, cuts each output the way CodeEval-Pro does, runs it the way HF
+  ``code_eval`` does and reports pass@k of the raw cut and of the sanitized copy, each
+  labelled (and their official "higher of the two" in its own field). ``strict`` runs one
+  fixed extraction per sample (:func:`vul2safe.extract.extract_code`): ``completion``
+  continues the benchmark's completion prefix, ``solution`` is a whole answer.
+* **Invalid outputs stay in the denominator** (strict). ``no_code``, ``unparsable``, ``truncated``
   and ``refusal`` samples are not run (they cannot pass), count as failures in pass@k, and
   are reported in their own columns.
 * **Tasks, not samples, are the units** of the bootstrap CI (see :mod:`vul2safe.metrics`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +31,7 @@ from vul2safe.benchmark import Benchmark, Task, dataset_hash
 from vul2safe.errors import InputError, UsageError
 from vul2safe.extract import OutputClass, extract_code
 from vul2safe.fileio import write_json_atomic
+from vul2safe.protocols import Protocol, get_protocol, official_cut, sanitize
 
 if TYPE_CHECKING:
     from vul2safe.sandbox import SandboxLimits
@@ -146,6 +149,8 @@ class SampleOutcome:
     passed: bool
     detail: str = ""
     duration_s: float | None = None
+    sanitized_outcome: str | None = None  # official protocol: the santize.py copy's run
+    sanitized_passed: bool | None = None
 
 
 @dataclass
@@ -180,6 +185,13 @@ class FunctionalResult:
     vul2safe_version: str
     created_at: str
     notes: list[str] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    #: what ``pass_at_k`` is: the raw extraction of each sample
+    pass_at_k_label: str = "raw extraction"
+    #: official protocol: pass@k of the sanitized copies (``santize.py``)
+    pass_at_k_sanitized: dict[str, float] | None = None
+    #: official protocol: per k the higher of raw and sanitized, CodeEval-Pro's headline
+    pass_at_k_higher_of_raw_and_sanitized: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -211,6 +223,40 @@ def _resolve_ids(
     return resolved
 
 
+def _outcome_of(
+    benchmark: Benchmark, task: Task, sample: SampleInput, index: int, proto: Protocol
+) -> tuple[SampleOutcome, list[str]]:
+    """Extract one sample per the protocol; its outcome (so far) and the programs to run:
+    none (invalid, strict), the raw program, or raw + sanitized (official)."""
+    if proto.name == "official":
+        raw = official_cut(sample.text, sample.field)
+        standalone = sample.field == "solution"
+        rule = "official-solution" if standalone else "official-completion"
+        outcome = SampleOutcome(task.task_id, index, sample.line, sample.field,
+                                OutputClass.ok.value, rule, standalone, "ok", False)  # fmt: skip
+        programs = [benchmark.program(task, raw, standalone=standalone)]
+        cleaned = sanitize(raw)
+        if cleaned != raw:
+            programs.append(benchmark.program(task, cleaned, standalone=standalone))
+        return outcome, programs
+    prefix = benchmark.completion_prefix(task)
+    mode: Literal["chat", "completion"] = "completion" if sample.field == "completion" else "chat"
+    ext = extract_code(
+        sample.text,
+        language=task.language,
+        prompt=prefix if mode == "completion" else None,
+        mode=mode,
+        finish_reason=sample.finish_reason,
+    )
+    standalone = mode == "chat" or ext.rule.startswith(_STANDALONE_RULES)
+    outcome = SampleOutcome(task.task_id, index, sample.line, sample.field, ext.status.value,
+                            ext.rule, standalone, ext.status.value, False,
+                            ext.detail[:_DETAIL_CHARS])  # fmt: skip
+    if ext.status is not OutputClass.ok:
+        return outcome, []
+    return outcome, [benchmark.program(task, ext.code, standalone=standalone)]
+
+
 def score_samples(
     benchmark: Benchmark,
     tasks: Sequence[Task],
@@ -225,18 +271,20 @@ def score_samples(
     n_resamples: int = 2000,
     seed: int = 0,
     dataset_source: str | None = None,
+    protocol: str | Protocol | None = None,
 ) -> FunctionalResult:
     """Score ``samples`` against ``tasks`` (the whole benchmark, as loaded).
 
+    ``protocol`` is a name of :data:`vul2safe.protocols.PROTOCOLS` (default ``official``).
     ``limit`` evaluates only the first ``limit`` tasks; samples of later tasks are counted
     (``n_samples_outside_limit``) but not run. ``limits`` is a
-    :class:`vul2safe.sandbox.SandboxLimits`. ``progress(n)`` reports ``n`` more samples done
-    (invalid ones and those beyond ``limit`` at once, then one per finished program), so
-    its total is ``len(samples)``.
+    :class:`vul2safe.sandbox.SandboxLimits` (default: the protocol's timeout).
+    ``progress(n)`` reports ``n`` more samples done, so its total is ``len(samples)``.
     """
     from vul2safe import __version__, metrics
     from vul2safe.sandbox import SandboxLimits, run_programs, sandbox_available
 
+    proto = get_protocol(protocol)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
     if not tasks:
@@ -253,7 +301,7 @@ def score_samples(
     # 1. extraction and assembly, in sample order
     outcomes: list[SampleOutcome] = []
     programs: list[str] = []
-    program_of: list[int] = []  # outcome index of each program
+    runs: list[list[int]] = []  # per outcome: indices of its programs (raw first)
     per_task_index: Counter[str] = Counter()
     outside = 0
     for sample, task_id in zip(inputs, ids, strict=True):
@@ -261,51 +309,47 @@ def score_samples(
         if task is None:
             outside += 1
             continue
-        prefix = benchmark.completion_prefix(task)
-        mode: Literal["chat", "completion"] = (
-            "completion" if sample.field == "completion" else "chat"
-        )
-        ext = extract_code(
-            sample.text,
-            language=task.language,
-            prompt=prefix if mode == "completion" else None,
-            mode=mode,
-            finish_reason=sample.finish_reason,
-        )
-        standalone = mode == "chat" or ext.rule.startswith(_STANDALONE_RULES)
-        outcome = SampleOutcome(
-            task_id=task_id,
-            index=per_task_index[task_id],
-            line=sample.line,
-            field=sample.field,
-            extraction=ext.status.value,
-            rule=ext.rule,
-            standalone=standalone,
-            outcome=ext.status.value,
-            passed=False,
-            detail=ext.detail[:_DETAIL_CHARS],
-        )
+        outcome, own = _outcome_of(benchmark, task, sample, per_task_index[task_id], proto)
         per_task_index[task_id] += 1
-        if ext.status is OutputClass.ok:
-            programs.append(benchmark.program(task, ext.code, standalone=standalone))
-            program_of.append(len(outcomes))
+        runs.append(list(range(len(programs), len(programs) + len(own))))
+        programs += own
         outcomes.append(outcome)
 
-    if progress is not None and len(inputs) > len(programs):
-        progress(len(inputs) - len(programs))  # invalid or beyond --limit: done already
+    n_run = sum(1 for r in runs if r)
+    if progress is not None and len(inputs) > n_run:
+        progress(len(inputs) - n_run)  # invalid or beyond --limit: done already
+    done_of = {r[-1] for r in runs if r}  # a sample is done when its last program is
 
-    # 2. run every valid program in the sandbox (also decides/validates the sandbox mode)
-    lim = limits if limits is not None else SandboxLimits()
+    def advance_by_program() -> Callable[[int], None] | None:
+        if progress is None:
+            return None
+        finished = iter(range(len(programs)))
+        lock = threading.Lock()
+
+        def step(_: int) -> None:  # a sample's count of programs done: report samples
+            with lock:
+                if next(finished, -1) in done_of:
+                    progress(1)
+
+        return step
+
+    # 2. run every program in the sandbox (also decides/validates the sandbox mode)
+    lim = limits if limits is not None else SandboxLimits(timeout_s=proto.timeout_s)
     sandboxed, sandbox_reason = sandbox_available()
-    results = run_programs(
-        programs, jobs=jobs, limits=lim, allow_unsafe=allow_unsafe, progress=progress
-    )
-    for index, result in zip(program_of, results, strict=True):
-        outcome = outcomes[index]
-        outcome.outcome = result.status.value
-        outcome.passed = result.status.value == "passed"
-        outcome.detail = result.detail[:_DETAIL_CHARS]
-        outcome.duration_s = result.duration_s
+    results = run_programs(programs, jobs=jobs, limits=lim, allow_unsafe=allow_unsafe,
+                           progress=advance_by_program(), mode=proto.run_mode)  # fmt: skip
+    for outcome, indices in zip(outcomes, runs, strict=True):
+        if not indices:
+            continue
+        raw = results[indices[0]]
+        outcome.outcome = raw.status.value
+        outcome.passed = raw.status.value == "passed"
+        outcome.detail = raw.detail[:_DETAIL_CHARS]
+        outcome.duration_s = raw.duration_s
+        if proto.sanitized:
+            cleaned = results[indices[-1]]
+            outcome.sanitized_outcome = cleaned.status.value
+            outcome.sanitized_passed = cleaned.status.value == "passed"
 
     # 3. numbers: per task, pass@k over tasks with samples, bootstrap CI of pass@1
     flags: dict[str, list[bool]] = {t.task_id: [] for t in scored_tasks}
@@ -321,6 +365,13 @@ def score_samples(
             + (f" ({outside} samples are beyond --limit {limit})" if outside else "")
         )
     table = metrics.pass_at_k_table(with_samples)
+    table_sanitized = best = None
+    if proto.sanitized:
+        cleaned_flags: dict[str, list[bool]] = {task_id: [] for task_id in with_samples}
+        for outcome in outcomes:
+            cleaned_flags[outcome.task_id].append(bool(outcome.sanitized_passed))
+        table_sanitized = metrics.pass_at_k_table(cleaned_flags)
+        best = {k: max(v, table_sanitized[k]) for k, v in table.items()}
     per_task = metrics.per_task_pass(with_samples)
     low, high = metrics.bootstrap_ci(
         [p["pass@1"] for p in per_task.values()],
@@ -375,6 +426,7 @@ def score_samples(
             "sandbox_detail": sandbox_reason,
             "jobs": jobs,
             "limits": asdict(lim),
+            "run_mode": proto.run_mode,
             "programs_run": len(programs),
         },
         tasks=[
@@ -391,4 +443,7 @@ def score_samples(
         vul2safe_version=__version__,
         created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         notes=notes,
+        protocol=proto.describe(),
+        pass_at_k_sanitized=table_sanitized,
+        pass_at_k_higher_of_raw_and_sanitized=best,
     )

@@ -72,7 +72,9 @@ def mixed_result(tasks: list[Task]) -> FunctionalResult:
     if not BWRAP_OK:
         pytest.fail(f"no working bubblewrap: {BWRAP_REASON}; apt-get install bubblewrap")
     limits = SandboxLimits(timeout_s=2.0)
-    return score_samples(BENCH, tasks, _mixed(tasks), limit=6, jobs=2, limits=limits)
+    return score_samples(
+        BENCH, tasks, _mixed(tasks), limit=6, jobs=2, limits=limits, protocol="strict"
+    )
 
 
 def _by_task(result: FunctionalResult) -> dict[str, list[Any]]:
@@ -223,3 +225,64 @@ def test_read_samples_expands_lists_and_keeps_fields(tmp_path: Path) -> None:
     ]
     assert samples[2].finish_reason == "length"
     assert set(INVALID_CLASSES) == {"no_code", "unparsable", "truncated", "refusal"}
+
+
+@needs_bwrap
+def test_official_protocol_is_the_default_with_labelled_numbers(tasks: list[Task]) -> None:
+    t0 = tasks[0]
+    reference = t0.reference or ""
+    samples = [
+        {"task_id": 0, "completion": reference},  # passes raw and sanitized
+        # the model's own test section fails: raw fails, santize.py cuts it, sanitized passes
+        {"task_id": 0, "completion": reference + "\n# Test\nassert False\n"},
+        # an early sys.exit(0) must not pass (code_eval: SystemExit is a failure)
+        {"task_id": 0, "completion": reference + "\nimport sys\nsys.exit(0)\n"},
+        # prose after the code is cut at the first ``` (official cut), not run
+        {"task_id": 0, "completion": reference + "```\nThis works because ...```"},
+        # a whole answer: after the first ```python, up to the next ```
+        {"task_id": 0, "solution": f"Sure:\n```python\n{t0.metadata['raw_problem']}"
+         f"{reference}```\nDone."},
+    ]  # fmt: skip
+    seen: list[int] = []
+    result = score_samples(BENCH, tasks, samples, limit=1, jobs=2, progress=seen.append)
+    assert result.protocol["name"] == "official"
+    assert result.execution["limits"]["timeout_s"] == 3.0
+    assert result.execution["run_mode"] == "exec"
+    assert sum(seen) == len(samples)  # one step per sample, sanitized runs included
+    assert [s.passed for s in result.samples] == [True, False, False, True, True]
+    assert [s.sanitized_passed for s in result.samples] == [True, True, False, True, True]
+    assert result.samples[2].detail == "SystemExit: 0"
+    assert result.pass_at_k_label == "raw extraction"
+    assert result.pass_at_k["pass@1"] == pytest.approx(3 / 5)
+    assert result.pass_at_k_sanitized is not None
+    assert result.pass_at_k_sanitized["pass@1"] == pytest.approx(4 / 5)
+    assert result.pass_at_k_higher_of_raw_and_sanitized == result.pass_at_k_sanitized
+    data = result.to_dict()
+    assert data["samples"][1]["sanitized_outcome"] == "passed"
+    assert data["samples"][1]["outcome"] == "failed"
+
+
+def test_unknown_protocol_is_one_clear_error(tasks: list[Task]) -> None:
+    with pytest.raises(UsageError, match=r"unknown protocol 'offical'; choose one of: official"):
+        score_samples(BENCH, tasks, [{"task_id": 0, "completion": "x"}], protocol="offical")
+
+
+@needs_bwrap
+def test_answer_that_ignored_the_prefill_is_scored_as_a_solution(tasks: list[Task]) -> None:
+    """An OpenAI-compatible server that ignores the assistant prefill answers from scratch;
+    the generation row says it was prefilled, and the whole answer is scored as a solution."""
+    from vul2safe.evaluate import _scored_field
+
+    t0 = tasks[0]
+    whole = f"Here you go:\n```python\n{t0.metadata['raw_problem']}{t0.reference}```\n"
+    continued = (t0.reference or "") + "```\n"
+    rows = [
+        {"completion": whole, "field": "completion", "prefilled": True},
+        {"completion": continued, "field": "completion", "prefilled": True},
+        {"completion": whole, "field": "completion", "prefilled": False},  # never relabelled
+    ]
+    fields = [_scored_field(row) for row in rows]
+    assert fields == ["solution", "completion", "completion"]
+    samples = [{"task_id": 0, f: r["completion"]} for f, r in zip(fields, rows, strict=True)]
+    result = score_samples(BENCH, tasks, samples, limit=1, jobs=2)
+    assert [s.passed for s in result.samples] == [True, True, False]

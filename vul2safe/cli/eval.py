@@ -7,9 +7,6 @@ is the next step of the same command, hence the optional MODEL argument.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -51,8 +48,21 @@ def eval_command(
         int, typer.Option("--jobs", "-j", min=1, help="Programs run in parallel.")
     ] = max(1, os.cpu_count() or 1),
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Wall-clock seconds per program.")
-    ] = 10.0,
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            help="Wall-clock seconds per program (default: the protocol's; official 3.0).",
+        ),
+    ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="Scoring protocol: official (default; CodeEval-Pro's cut rules and HF "
+            "code_eval's execution, raw and sanitized pass@k) or strict (docs/functional.md).",
+        ),
+    ] = "official",
     unsafe_no_sandbox: Annotated[
         bool,
         typer.Option(
@@ -124,6 +134,9 @@ def eval_command(
     if model is not None:
         from vul2safe.cli.eval_run import run_model_eval
         from vul2safe.errors import UsageError
+        from vul2safe.protocols import get_protocol
+
+        get_protocol(protocol)  # an unknown name fails before any model is loaded
 
         if samples is not None:
             raise UsageError("pass either MODEL (generate, then score) or --samples FILE, not both")
@@ -155,27 +168,40 @@ def eval_command(
             jobs=jobs,
             timeout=timeout,
             unsafe=unsafe_no_sandbox,
+            protocol=protocol,
         )
         return
     from vul2safe import plugins
+    from vul2safe.cli.progress import progress_bars
     from vul2safe.errors import UsageError
     from vul2safe.functional import read_samples, score_samples
+    from vul2safe.protocols import get_protocol
     from vul2safe.sandbox import SandboxLimits
 
+    proto = get_protocol(protocol)  # an unknown name fails before anything is read
     if samples is None:
         raise UsageError("nothing to evaluate; pass MODEL (to generate) or --samples FILE")
     if benchmark is None:
         names = ", ".join(sorted(plugins.benchmarks.names())) or "(none)"
         raise UsageError(f"pass --benchmark NAME (available: {names})")
     bench = plugins.benchmarks.get(benchmark)
+    own_tests = getattr(bench, "evaluate_samples_file", None)
+    if callable(own_tests):  # a benchmark with its own tests and result file (cweval)
+        target = own_tests(
+            samples, data_dir=data_dir, jobs=jobs, timeout_s=timeout,
+            allow_unsafe=unsafe_no_sandbox, scanners=scanner, output=output,
+        )  # fmt: skip
+        typer.echo(f"wrote {target}", err=True)
+        return
     if not callable(getattr(bench, "program", None)) or str(bench.kind) == "security":
         raise UsageError(f"{benchmark} is not a functional benchmark; it cannot be run")
     inputs = read_samples(samples)  # before loading data: a bad file fails fast
     source = bench.source(data_dir)
     tasks = bench.load(data_dir)
-    limits = SandboxLimits(timeout_s=timeout)
+    limits = SandboxLimits(timeout_s=timeout if timeout is not None else proto.timeout_s)
     n_programs = len(inputs)
-    with _progress(n_programs) as advance:
+    with progress_bars() as bars:
+        advance = bars.counter("running programs", n_programs) if bars and n_programs else None
         result = score_samples(
             bench,
             tasks,
@@ -186,34 +212,13 @@ def eval_command(
             allow_unsafe=unsafe_no_sandbox,
             progress=advance,
             dataset_source=source,
+            protocol=proto,
         )
     result.benchmark["samples_file"] = str(samples.resolve())
     target = output or samples.with_name(f"{samples.stem}.{bench.name}.result.json")
     result.write(target)
     _print_summary(result)
     typer.echo(f"wrote {target}", err=True)
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[int], None] | None]:
-    """A transient progress bar on stderr while programs run; only when stderr is a TTY."""
-    if not sys.stderr.isatty() or total == 0:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    progress = Progress(
-        "running programs",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = progress.add_task("run", total=total)
-    with progress:
-        yield lambda n: progress.advance(task, n)
 
 
 def _print_summary(result: FunctionalResult) -> None:
@@ -226,11 +231,17 @@ def _print_summary(result: FunctionalResult) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     ci = result.pass_at_1_ci
+    raw = " (raw)" if result.pass_at_k_sanitized is not None else ""
     for key, value in result.pass_at_k.items():
         text = f"{100 * value:.1f}%"
         if key == "pass@1":
             text += f"  [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}] {ci['confidence']:.0%} CI"
-        table.add_row(key, text)
+        table.add_row(key + raw, text)
+    for label, extra in (("sanitized", result.pass_at_k_sanitized),
+                         ("higher of the two", result.pass_at_k_higher_of_raw_and_sanitized)):
+        for key, value in (extra or {}).items():
+            table.add_row(f"{key} ({label})", f"{100 * value:.1f}%")
+    table.add_row("protocol", str(result.protocol.get("name", "")))
     table.add_row("tasks scored / evaluated", f"{result.n_tasks_scored} / {result.n_tasks}")
     if result.n_tasks_missing:
         table.add_row("tasks without samples", str(result.n_tasks_missing), style="yellow")

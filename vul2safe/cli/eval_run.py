@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +53,11 @@ def run_model_eval(
     limit: int | None,
     data_dir: Path | None,
     jobs: int,
-    timeout: float,
+    timeout: float | None,
     unsafe: bool,
+    protocol: str = "official",
 ) -> None:
+    from vul2safe.cli.progress import progress_bars
     from vul2safe.errors import UsageError
     from vul2safe.evaluate import EvalConfig, EvalProgress, run_eval
     from vul2safe.generation.base import BackendOptions, SamplingParams
@@ -96,37 +96,12 @@ def run_model_eval(
         jobs=jobs,
         timeout_s=timeout,
         allow_unsafe=unsafe,
+        protocol=protocol,
     )
-    with _bars() as start:
-        results = run_eval(config, EvalProgress(start=start))
+    with progress_bars(transient=False) as bars:
+        results = run_eval(config, EvalProgress(start=bars.counter) if bars else None)
     print_summary(results)
     typer.echo(f"wrote {output / 'results.json'}", err=True)
-
-
-@contextmanager
-def _bars() -> Iterator[Callable[[str, int], Callable[[int], None] | None]]:
-    """Progress bars on stderr (only on a terminal): one per phase."""
-    if not sys.stderr.isatty():
-        yield lambda label, total: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    progress = Progress(
-        "{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-    with ExitStack() as stack:
-        stack.enter_context(progress)
-
-        def start(label: str, total: int) -> Callable[[int], None]:
-            task = progress.add_task(label, total=total)
-            return lambda count: progress.advance(task, count)
-
-        yield start
 
 
 def _pct(value: float | None) -> str:

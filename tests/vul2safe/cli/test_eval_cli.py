@@ -69,7 +69,7 @@ def test_eval_samples_end_to_end(
     proc = run_cli(
         "eval", "--samples", str(samples), "--benchmark", "mbpp-pro",
         "--data-dir", str(data_dir), "--jobs", "2", "--timeout", "5",
-        "--limit", "4", "--output", str(out),
+        "--limit", "4", "--output", str(out), "--protocol", "strict",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())

@@ -256,3 +256,28 @@ def test_hub_path_uses_datasets_lazily(codeeval_dir: Path, monkeypatch: pytest.M
     fake.load_dataset = offline  # type: ignore[attr-defined]
     with pytest.raises(DatasetUnavailable, match=r"from the Hub \(offline\?\).*ConnectionError"):
         MbppPro().load()
+
+
+def test_generation_prompts_are_the_official_ones(codeeval_dir: Path) -> None:
+    """Local models (base or chat) continue the plain-text wrapper (eval/inference.py); chat
+    models over the OpenAI protocol get the API path's system + user turn (eval/run_api.py),
+    with no assistant prefill."""
+    task = HumanEvalPro().load(codeeval_dir)[0]
+    raw = str(task.metadata["raw_problem"]).strip()
+    system = (
+        "You are an exceptionally intelligent coding assistant that consistently delivers "
+        "accurate and reliable responses to user instructions."
+    )
+    for chat, backend in ((False, "transformers"), (True, "transformers"), (True, "vllm"),
+                          (False, "openai")):  # fmt: skip
+        prompt = HumanEvalPro().generation_prompt(task, "k", chat=chat, backend=backend)
+        assert prompt.mode == "completion" and prompt.response_prefix == ""
+        assert prompt.text == (
+            f"{system}\n@@ Instruction\n{task.prompt}\n\n@@ Response\n```python\n{raw}\n"
+        )
+    api = HumanEvalPro().generation_prompt(task, "k", chat=True, backend="openai")
+    assert api.mode == "chat" and api.response_prefix == ""
+    assert api.messages == (
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"\n@@ Instruction\n{task.prompt}\n@@ Response\n"},
+    )

@@ -34,9 +34,12 @@ Prompt and program, exactly as the official harness (github.com/CodeEval-Pro/Cod
 * ``Task.reference`` = ``raw_solution + new_problem + new_solution``: the ideal completion,
   so ``program(task, task.reference)`` is the official ground-truth program.
 
-Differences from the official harness, on purpose: it also scores a "sanitized" copy and
-reports the better of the two (we run one fixed extraction, :mod:`vul2safe.extract`), and
-it replaces every tab in the code with four spaces (we run the code as written).
+How outputs are cut, run and counted is the scoring protocol's business
+(:mod:`vul2safe.protocols`): by default the official one (cut rules, ``code_eval``
+execution, raw and sanitized pass@k); ``docs/functional.md`` lists every rule with the
+official file and line. The official ``code_eval`` path runs the code as written (the tab
+replacement in ``eval/harness.py`` is only on its ``--run_code`` log path).
+:meth:`generation_prompt` builds the official prompts for ``vul2safe eval MODEL``.
 
 Task ids are ``{id_prefix}/{id}`` (``HumanEvalPro/0``); samples files may also use the
 bare integer ``id`` of the official files (``0`` or ``"0"``).
@@ -51,6 +54,7 @@ from typing import Any, ClassVar
 
 from vul2safe.benchmark import Benchmark, BenchmarkKind, Task
 from vul2safe.errors import InputError
+from vul2safe.generation.base import Prompt
 
 INSTRUCTION = (
     "Write a solution of python file to the following problems, the solution of the second "
@@ -58,6 +62,14 @@ INSTRUCTION = (
     "```python\n{raw}\n{new}\n```"
 )
 RESPONSE_PREFIX = "```python\n{raw}\n"
+#: eval/prompt_template.py PROMPT_WRAPPER: local models continue this text (eval/inference.py)
+SYSTEM = (
+    "You are an exceptionally intelligent coding assistant that consistently delivers "
+    "accurate and reliable responses to user instructions."
+)
+PROMPT_WRAPPER = SYSTEM + "\n@@ Instruction\n{instruction}\n\n@@ Response\n{response}"
+#: eval/prompt_template.py PROMPT_WRAPPER_API: the user turn of the API path (eval/run_api.py)
+PROMPT_WRAPPER_API = "\n@@ Instruction\n{instruction}\n@@ Response\n"
 
 FIELDS = ("id", "raw_problem", "raw_solution", "new_problem", "new_solution", "test_code")
 
@@ -139,6 +151,20 @@ class CodeEvalProBenchmark(Benchmark):
         if isinstance(value, int) or (isinstance(value, str) and _NUMERIC_ID.fullmatch(value)):
             return f"{self.id_prefix}/{int(value)}"
         return str(value)
+
+    def generation_prompt(self, task: Task, key: str, *, chat: bool, backend: str) -> Prompt:
+        """The official prompts: a chat model over the OpenAI protocol gets the API path's
+        system message + instruction (no assistant prefill; its answer is a ``solution``);
+        every local model, chat or base, continues the plain-text wrapper as the official
+        vLLM path does (its continuation is a ``completion``)."""
+        if chat and backend == "openai":
+            user = PROMPT_WRAPPER_API.format(instruction=task.prompt)
+            messages = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": user})
+            return Prompt(key=key, mode="chat", messages=messages)
+        text = PROMPT_WRAPPER.format(
+            instruction=task.prompt, response=task.metadata["response_prefix"]
+        )
+        return Prompt(key=key, mode="completion", text=text)
 
     def completion_prefix(self, task: Task) -> str:
         return str(task.metadata["code_prefix"])
