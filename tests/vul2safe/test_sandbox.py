@@ -6,7 +6,9 @@ from __future__ import annotations
 import glob
 import os
 import resource
+import shutil
 import socket
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -15,9 +17,10 @@ import pytest
 
 from vul2safe import sandbox
 from vul2safe.errors import SandboxUnavailable
-from vul2safe.sandbox import ExecStatus, SandboxLimits, run_program, run_programs
+from vul2safe.sandbox import ExecStatus, SandboxLimits, run_command, run_program, run_programs
 
 needs_bwrap = pytest.mark.usefixtures("require_bwrap")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _spawn_marker(marker: str) -> str:
@@ -60,9 +63,14 @@ def _sandbox_uid_processes() -> list[int]:
 
 
 @needs_bwrap
+@pytest.mark.parametrize("warm", [True, False], ids=["fork-server", "bwrap-per-program"])
 def test_hostile_batch_each_ends_with_its_own_status(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, warm: bool
 ) -> None:
+    """Both execution paths: the warm fork server, and one bwrap per program (the fallback
+    where the server cannot start)."""
+    assert sandbox._warm_available(True), "the warm fork server does not start here"
+    monkeypatch.setitem(sandbox._warm_ok, True, warm)
     monkeypatch.setenv("VUL2SAFE_TEST_SECRET", "hunter2")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # private: others run programs too
     marker = f"v2s-marker-{uuid.uuid4().hex}"
@@ -113,14 +121,24 @@ def test_hostile_batch_each_ends_with_its_own_status(
     assert by_name["zero"].detail == "ZeroDivisionError: division by zero"
     assert by_name["spin"].status is ExecStatus.TIMEOUT
     assert by_name["forkbomb"].status is not ExecStatus.PASSED
-    assert by_name["forkbomb"].duration_s < 3.5
+    # stopped by the process limit (fork fails), not by the wall clock
+    assert by_name["forkbomb"].status is ExecStatus.ERROR, by_name["forkbomb"]
+    assert "Resource temporarily unavailable" in by_name["forkbomb"].detail
     assert by_name["alloc"].status is ExecStatus.MEMORY
     for name in ("etc", "home", "tilde", "net"):
         assert by_name[name].status is ExecStatus.ERROR, (name, by_name[name])
     assert "ConnectionRefused" in by_name["net"].detail or "Network" in by_name["net"].detail
-    assert by_name["parent"].status in set(ExecStatus)
+    # the program's parent is the sandbox's init: as root (private uid) the kill is refused,
+    # in a user namespace the init ignores it; either way the run goes on to its own end
+    if os.geteuid() == 0:
+        assert by_name["parent"].status is ExecStatus.ERROR, by_name["parent"]
+        assert "Operation not permitted" in by_name["parent"].detail
+    else:
+        assert by_name["parent"].status is ExecStatus.PASSED, by_name["parent"]
     assert by_name["flood"].status in {ExecStatus.KILLED, ExecStatus.TIMEOUT, ExecStatus.ERROR}
-    assert by_name["flood"].duration_s < 3.5
+    # stopped by the output cap as soon as it is crossed, not by the wall clock
+    assert by_name["flood"].status is ExecStatus.KILLED, by_name["flood"]
+    assert by_name["flood"].detail == f"output over {SandboxLimits().max_output_bytes} bytes"
     assert len(by_name["flood"].stdout_tail) <= sandbox.TAIL_BYTES
     assert by_name["environ"].status is ExecStatus.PASSED, by_name["environ"]
 
@@ -132,7 +150,8 @@ def test_hostile_batch_each_ends_with_its_own_status(
     listener.close()
     # nothing is left behind: no marker process, no process of a sandbox uid, no temp dir
     assert _processes_with(marker) == []
-    assert _sandbox_uid_processes() == []
+    left = _sandbox_uid_processes()
+    assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
     assert list(tmp_path.iterdir()) == []
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert grown_mb < 200, f"host memory grew by {grown_mb:.0f} MB while reading output"
@@ -140,9 +159,10 @@ def test_hostile_batch_each_ends_with_its_own_status(
 
 @needs_bwrap
 def test_cpu_limit_is_a_timeout() -> None:
-    result = run_program("while True:\n    pass\n", limits=SandboxLimits(timeout_s=8, cpu_s=1))
+    # a wall clock far beyond 1 s of CPU, so a loaded machine cannot make it fire first
+    result = run_program("while True:\n    pass\n", limits=SandboxLimits(timeout_s=120, cpu_s=1))
     assert result.status is ExecStatus.TIMEOUT
-    assert "CPU time limit" in result.detail  # RLIMIT_CPU fired before the 8 s wall clock
+    assert "CPU time limit" in result.detail  # RLIMIT_CPU fired, not the wall clock
 
 
 @needs_bwrap
@@ -153,8 +173,8 @@ def test_sandbox_sees_clean_fs_and_env() -> None:
         "open('scratch.txt', 'w').write('ok')\n"  # the tmpfs working dir is writable
         "assert set(os.environ) <= {'PATH', 'HOME', 'LANG', 'PYTHONDONTWRITEBYTECODE',"
         " 'PYTHONHASHSEED', 'TMPDIR', 'PWD'}, os.environ\n"
-        "assert not os.path.exists('/work') and not os.path.exists('/home')\n"
-    )
+        f"assert not os.path.exists({str(REPO)!r}) and not os.path.exists('/home')\n"
+    )  # the interpreter's own tree is visible (read-only); the repo and /home are not
     result = run_program(code)
     assert result.status is ExecStatus.PASSED, result
 
@@ -209,3 +229,153 @@ def test_unsafe_mode_runs_with_rlimits_and_warns(monkeypatch: pytest.MonkeyPatch
         limits=SandboxLimits(timeout_s=5),
     )
     assert [r.status for r in limited] == [ExecStatus.MEMORY, ExecStatus.FAILED]
+
+
+@needs_bwrap
+def test_run_command_compiles_and_runs_asan_binaries(tmp_path: Path) -> None:
+    """The CWEval shape: gcc with AddressSanitizer, then the binary, in a caller's folder."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed for this test: apt-get install gcc")
+    work = tmp_path / "task"
+    work.mkdir()
+    (work / "overflow.c").write_text(
+        "#include <stdlib.h>\nint main(void) {\n  int *a = malloc(4 * sizeof(int));\n"
+        "  a[4] = 1;\n  free(a);\n  return 0;\n}\n"
+    )
+    asan = SandboxLimits(timeout_s=60, memory_mb=None)  # ASan needs an unlimited address space
+    built = run_command(
+        ["gcc", "-fsanitize=address", "-g", "overflow.c", "-o", "overflow"],
+        workdir=work,
+        limits=asan,
+    )
+    assert built.status is ExecStatus.PASSED, built
+    assert (work / "overflow").is_file()  # what the command wrote stays for the caller
+    ran = run_command(["./overflow"], workdir=work, limits=asan)
+    assert ran.status is ExecStatus.ERROR, ran
+    assert "heap-buffer-overflow" in ran.stderr_tail
+    missing = run_command(["no-such-tool-v2s"], workdir=work, limits=asan)
+    assert (missing.status, missing.exit_code) == (ExecStatus.ERROR, 127)
+
+
+@needs_bwrap
+def test_run_command_runs_pytest_isolated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("VUL2SAFE_TEST_SECRET", "hunter2")
+    marker = f"v2s-marker-{uuid.uuid4().hex}"
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "helper.py").write_text("VALUE = 42\n")
+    work = tmp_path / "task"
+    work.mkdir()
+    (work / "test_task.py").write_text(
+        "import os, socket, sys\n"
+        f"sys.path.insert(0, {str(extra)!r})\n"
+        "import helper\n\n"
+        "def test_sees_ro_bind_and_env():\n"
+        "    assert helper.VALUE == 42\n"
+        "    assert os.environ['TASK_MODE'] == 'strict'\n"
+        "    assert 'VUL2SAFE_TEST_SECRET' not in os.environ\n\n"
+        "def test_cannot_write_ro_bind():\n"
+        f"    try:\n        open({str(extra / marker)!r}, 'w')\n"
+        "    except OSError:\n        return\n"
+        "    raise AssertionError('wrote into a read-only bind')\n\n"
+        "def test_no_network():\n"
+        "    try:\n        socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
+        "    except OSError:\n        return\n"
+        "    raise AssertionError('network reachable')\n\n"
+        "def test_fails():\n    assert 1 == 2\n"
+    )
+    result = run_command(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml=out.xml"],
+        workdir=work,
+        limits=SandboxLimits(timeout_s=120, memory_mb=None),
+        ro_binds=[extra],
+        env={"TASK_MODE": "strict"},
+    )
+    assert result.status is ExecStatus.ERROR, result  # pytest's exit code 1: one test failed
+    assert result.exit_code == 1
+    assert "1 failed, 3 passed" in result.stdout_tail, result.stdout_tail
+    assert (work / "out.xml").is_file()
+    assert not (extra / marker).exists()
+
+
+@needs_bwrap
+def test_run_command_timeout_kills_everything(tmp_path: Path) -> None:
+    marker = f"v2s-marker-{uuid.uuid4().hex}"
+    result = run_command(
+        ["sh", "-c", f"setsid sleep 120 {marker} & exec sleep 120"],
+        workdir=tmp_path,
+        limits=SandboxLimits(timeout_s=1),
+    )
+    assert result.status is ExecStatus.TIMEOUT
+    assert _processes_with(marker) == []
+    assert _sandbox_uid_processes() == []
+
+
+@needs_bwrap
+def test_warm_workers_give_each_program_a_fresh_sandbox() -> None:
+    """The fork server is in use here, and nothing one program leaves is seen by the next."""
+    assert sandbox._warm_available(True), "the warm fork server does not start here"
+    leave = (
+        "import os, subprocess, sys\n"
+        "open('/tmp/left-behind', 'w').write('x')\n"
+        "open('left-in-cwd', 'w').write('x')\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+        " start_new_session=True)\n"
+    )
+    look = (
+        "import os\n"
+        "assert not os.path.exists('/tmp/left-behind')\n"
+        "assert os.listdir('.') in ([], ['main.py'])\n"
+        "others = [p for p in os.listdir('/proc') if p.isdigit()"
+        " and os.stat('/proc/' + p).st_uid == os.getuid() and p != os.readlink('/proc/self')]\n"
+        "assert others == [], others\n"
+    )
+    results = run_programs([leave, look, leave, look], jobs=1)
+    assert [r.status for r in results] == [ExecStatus.PASSED] * 4, results
+    assert _sandbox_uid_processes() == []
+
+
+@needs_bwrap
+def test_exec_mode_runs_like_code_eval() -> None:
+    """``mode="exec"``: passed only when the program runs to its end; exit is a failure."""
+    marker = f"v2s-marker-{uuid.uuid4().hex}"
+    programs = {
+        "ok": "def f():\n    return 1\nprint('noise' * 10**6)\nassert f() == 1\n",
+        "main_guard": "if __name__ == '__main__':\n    raise SystemExit(0)\nassert True\n",
+        "sys_exit": "import sys\nsys.exit(0)\nassert True\n",
+        "os_exit": "import os\nos._exit(0)\n",
+        "exit_builtin": "exit(0)\n",
+        "assert": "assert 1 == 2\n",
+        "input": "x = input()\n",
+        "subprocess": "import subprocess\nsubprocess.run(['true'])\n",
+        # numpy is already loaded in code_eval's workers, so importing it works there too
+        "numpy": "import numpy as np\nassert int(np.arange(3).sum()) == 3\n",
+        # what the guard does not stop: a detached child; it must not outlive the run
+        "spawn": "import os, sys\nos.posix_spawn(sys.executable, [sys.executable, '-c', "
+        f"'import time; time.sleep(60)', {marker!r}], {{}}, setsid=True)\n",
+        "spin": "while True:\n    pass\n",
+    }
+    results = run_programs(
+        list(programs.values()), jobs=2, limits=SandboxLimits(timeout_s=3), mode="exec"
+    )
+    by_name = dict(zip(programs, results, strict=True))
+    assert by_name["ok"].status is ExecStatus.PASSED, by_name["ok"]
+    assert by_name["ok"].stdout_tail == ""  # printed output is discarded, never a failure
+    assert by_name["main_guard"].status is ExecStatus.PASSED  # __name__ is not "__main__"
+    assert by_name["sys_exit"].status is ExecStatus.ERROR
+    assert by_name["sys_exit"].detail == "SystemExit: 0"
+    assert by_name["os_exit"].status is ExecStatus.ERROR
+    assert "before its tests finished" in by_name["os_exit"].detail
+    assert by_name["exit_builtin"].status is ExecStatus.ERROR  # reliability_guard: exit = None
+    assert by_name["assert"].status is ExecStatus.FAILED
+    assert by_name["input"].status is ExecStatus.ERROR
+    assert by_name["subprocess"].status is ExecStatus.ERROR  # Popen = None, as code_eval has it
+    assert by_name["numpy"].status is ExecStatus.PASSED, by_name["numpy"]
+    assert by_name["spawn"].status is ExecStatus.PASSED, by_name["spawn"]
+    assert by_name["spin"].status is ExecStatus.TIMEOUT
+    assert _processes_with(marker) == []
+    assert _sandbox_uid_processes() == []
+    with pytest.raises(ValueError, match="unknown run mode"):
+        run_programs(["pass\n"], mode="eval")  # type: ignore[arg-type]
