@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -235,20 +233,27 @@ def vuln_dir(tmp_path: Path) -> Path:
 
 
 def _codeshield_python_rules() -> Path:
-    spec = importlib.util.find_spec("codeshield")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("codeshield is not installed: pip install codeshield")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    rules = root / "insecure_code_detector/rules/semgrep/_generated_/python_cyberseceval.json"
+    """codeshield's rules, from the tool environment (``vul2safe tools install``)."""
+    from vul2safe import tools
+    from vul2safe.errors import ScannerNotAvailable
+
+    try:
+        root = tools.icd_rules_dir()
+    except ScannerNotAvailable as exc:
+        pytest.fail(str(exc))
+    rules = root / "semgrep/_generated_/python_cyberseceval.json"
     if not rules.is_file():
         pytest.fail(f"CodeShield rules not found at {rules}")
     return rules
 
 
 def _run_semgrep(workdir: Path) -> dict[str, Any]:
-    semgrep = shutil.which("semgrep")
-    if semgrep is None:
-        pytest.fail("semgrep is not installed: pip install semgrep")
+    """The Semgrep CLI's own ``--sarif`` (of the tool environment), as a third-party log."""
+    from vul2safe import tools
+
+    semgrep = str(tools.venv_dir() / "bin" / "semgrep")
+    if not Path(semgrep).is_file():
+        pytest.fail(tools.missing_message("semgrep"))
     rules = _codeshield_python_rules()
     proc = subprocess.run(
         [

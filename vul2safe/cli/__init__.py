@@ -16,7 +16,7 @@ from vul2safe.errors import Vul2SafeError
 
 def build_app() -> typer.Typer:
     """Assemble the app: in-tree commands, then whatever plugins add."""
-    from vul2safe.cli import build_cmd, leaderboard_cmd, plugins_cmd, scan
+    from vul2safe.cli import build_cmd, cache_cmd, leaderboard_cmd, plugins_cmd, scan
     from vul2safe.cli import eval as eval_cmd
 
     app = typer.Typer(
@@ -31,6 +31,10 @@ def build_app() -> typer.Typer:
     app.command("eval")(eval_cmd.eval_command)
     app.command("build")(build_cmd.build_command)
     app.command("leaderboard")(leaderboard_cmd.leaderboard_command)
+    app.add_typer(cache_cmd.app)
+    from vul2safe.cli import tools_cmd
+
+    app.add_typer(tools_cmd.app, name="tools")
     from vul2safe.plugins import call_register_commands
 
     call_register_commands(app)

@@ -69,6 +69,7 @@ def scan_command(
 ) -> None:
     """Scan code for weaknesses; exit 0 clean, 1 findings at/above --fail-on, 2 errors."""
     from vul2safe import report
+    from vul2safe.cli.progress import progress_bars
     from vul2safe.inputs import collect_inputs
     from vul2safe.scanning import ScanOptions, filter_findings, require_scanners, scan_samples
     from vul2safe.schema import Severity
@@ -88,7 +89,9 @@ def scan_command(
         use_cache=not no_cache,
     )
     inputs = collect_inputs(paths, lang)
-    with _progress(sum(1 for s in inputs.samples if s.error is None)) as advance:
+    total = sum(1 for s in inputs.samples if s.error is None)
+    with progress_bars() as bars:
+        advance = (lambda name, n: bars.advance(name, n, total)) if bars and total else None
         run = scan_samples(inputs.samples, scanner, options, progress=advance)
     filter_findings(run.results, minimum)
     summary = report.summarize(run.results, inputs.skipped)
@@ -105,32 +108,3 @@ def scan_command(
     if output_format is not OutputFormat.table:
         typer.echo(summary.line(), err=True)
     raise typer.Exit(report.exit_code(run.results, threshold))
-
-
-class _progress:
-    """A transient progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._progress = None
-        self._tasks: dict[str, object] = {}
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        if not sys.stderr.isatty() or self.total == 0:
-            return None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self._progress = Progress(console=Console(stderr=True), transient=True)
-        self._progress.start()
-        return self._advance
-
-    def _advance(self, scanner: str, count: int) -> None:
-        assert self._progress is not None
-        if scanner not in self._tasks:
-            self._tasks[scanner] = self._progress.add_task(scanner, total=self.total)
-        self._progress.advance(self._tasks[scanner], count)  # type: ignore[arg-type]
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()

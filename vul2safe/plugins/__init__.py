@@ -37,6 +37,7 @@ from vul2safe.errors import DuplicatePluginError, UnknownPluginError
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "vul2safe.plugins.scanner.bandit",
     "vul2safe.plugins.scanner.semgrep",
+    "vul2safe.plugins.scanner.icd",
     "vul2safe.plugins.scanner.flawfinder",
     "vul2safe.plugins.scanner.cppcheck",
     "vul2safe.plugins.scanner.codeql",
@@ -45,6 +46,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vul2safe.plugins.benchmark.mbpp_pro",
     "vul2safe.plugins.benchmark.cyberseceval",
     "vul2safe.plugins.benchmark.primevul_plus",
+    "vul2safe.plugins.benchmark.cweval",
     "vul2safe.plugins.source.primevul",
     "vul2safe.plugins.source.sven",
     "vul2safe.plugins.source.safecoder",

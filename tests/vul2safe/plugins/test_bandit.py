@@ -47,3 +47,35 @@ def test_syntax_error_is_a_per_file_verdict(tmp_path: Path) -> None:
     result, root = _scan(tmp_path, {"bad.py": "def f(:\n    pass\n", "ok.py": "eval(x)\n"})
     assert "syntax error" in result.errors[str(root / "bad.py")]
     assert str(root / "ok.py") in result.findings
+
+
+def test_in_process_run_finds_what_the_cli_finds(shared_data: Path, tmp_path: Path) -> None:
+    """Bandit runs in-process (faster than its CLI, benchmarks/scan_throughput): on the real
+    CyberSecEval Python snippets it reports exactly what ``bandit -f json`` reports."""
+    import json
+    import shutil
+    import subprocess
+    import textwrap
+
+    records = json.loads((shared_data / "cyberseceval" / "instruct.json").read_text())
+    python = [r for r in records if r["language"] == "python"][:150]
+    files = {f"s{i:03d}.py": textwrap.dedent(r["origin_code"]) for i, r in enumerate(python)}
+    result, root = _scan(tmp_path, files)
+    ours = {
+        (Path(path).name, f.rule_id.split(":")[0], f.start_line)
+        for path, found in result.findings.items()
+        for f in found
+    }
+    exe = shutil.which("bandit")
+    assert exe, "bandit CLI not on PATH; pip install bandit"
+    proc = subprocess.run(
+        [exe, "-f", "json", "-q", "--exit-zero", *(str(root / n) for n in files)],
+        capture_output=True,
+        text=True,
+    )
+    report = json.loads(proc.stdout)
+    theirs = {(Path(r["filename"]).name, r["test_id"], r["line_number"]) for r in report["results"]}
+    assert len(ours) > 50 and ours == theirs
+    assert {Path(p).name for p in result.errors} == {
+        Path(e["filename"]).name for e in report["errors"]
+    }

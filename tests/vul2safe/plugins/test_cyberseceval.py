@@ -212,3 +212,47 @@ def test_resolve_task_id() -> None:
     assert bench.resolve_task_id(17) == "cyberseceval-instruct/17"
     assert bench.resolve_task_id("17") == "cyberseceval-instruct/17"
     assert bench.resolve_task_id("cyberseceval-instruct/17") == "cyberseceval-instruct/17"
+
+
+# --------------------------------------------------------------------------- the ICD headline
+
+
+@pytest.mark.integration
+def test_instruct_headline_is_icds_rate_on_the_first_fenced_block(cse_dir: Path) -> None:
+    bench = CyberSecEvalInstruct()
+    records = {r["prompt_id"]: r for r in json.loads((cse_dir / "instruct.json").read_text())}
+    # code holding ``` (Rust doc comments) is cut there by CyberSecEval's extraction too
+    tasks = [
+        t
+        for t in bench.load(cse_dir, languages=["rust"])
+        if "```" not in records[t.metadata["prompt_id"]]["origin_code"]
+    ][:20]
+    samples = []
+    for task in tasks:
+        code = records[task.metadata["prompt_id"]]["origin_code"]
+        # the insecure code in the first block, a harmless one after it: only the first counts
+        samples.append({"task_id": task.task_id, "solution": f"```rust\n{code}\n```\n```x```"})
+        samples.append({"task_id": task.task_id, "solution": "```rust\nfn main() {}\n```"})
+    headline = bench.headline(tasks, samples)
+    assert headline["metric"] == "icd_insecure_code_rate" and "ICD" in headline["label"]
+    assert (headline["n_samples"], headline["n_flagged"]) == (40, 20)  # every Rust row: ICD
+    assert headline["rate"] == 0.5 and headline["low"] < 0.5 < headline["high"]
+    assert headline["per_language"] == {"rust": {"n_samples": 40, "n_flagged": 20, "rate": 0.5}}
+
+
+@pytest.mark.integration
+def test_autocomplete_headline_counts_only_the_answer(cse_dir: Path) -> None:
+    """The prompt's code is ICD's context: answering with the original insecure line is
+    flagged, answering with a harmless line is not, though the prompt's code is insecure."""
+    bench = CyberSecEvalAutocomplete()
+    tasks = [t for t in bench.load(cse_dir, languages=["python"]) if t.metadata["code_before"]]
+    insecure = [t for t in tasks if "pickle.loads" in t.metadata["line_text"]][:5]
+    # prompts whose own code already calls pickle.loads (ICD would flag it as a whole file)
+    context = [t for t in tasks if "pickle.loads(" in t.metadata["code_before"]][:5]
+    assert len(insecure) == 5 and context
+    samples = [
+        {"task_id": t.task_id, "solution": f"```\n{t.metadata['line_text'].strip()}\n```"}
+        for t in insecure
+    ] + [{"task_id": t.task_id, "solution": "```\nvalue = 1\n```"} for t in context]
+    headline = bench.headline(insecure + context, samples)
+    assert (headline["n_samples"], headline["n_flagged"]) == (5 + len(context), 5)

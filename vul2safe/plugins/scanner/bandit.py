@@ -1,36 +1,54 @@
-"""Bandit, the Python security linter, run once per batch (``bandit -f json FILES...``)."""
+"""Bandit, the Python security linter, run in-process once per batch.
+
+Bandit is a Python library and one of vul2safe's own dependencies, so its ``BanditManager``
+runs in our process instead of a ``bandit -f json FILES...`` subprocess: measured on the
+CyberSecEval Python snippets (``benchmarks/scan_throughput``), the CLI spends ~0.6 s per call
+starting up, the in-process run 0.04 s on a 16-sample batch and half the CLI's time on 351
+files; same findings. The version recorded is then the imported package's, which is exactly
+what ran. Runs are serialised by a lock (Bandit's manager is not documented thread-safe);
+Bandit's checks walk the AST once, so the lack of a kill-able timeout is accepted.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
-import shutil
-import subprocess
-import sys
+import importlib.util
 import tempfile
 import textwrap
+import threading
+import warnings
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from vul2safe import hookimpl
 from vul2safe.errors import ScannerFailed
 from vul2safe.hookspecs import Register
-from vul2safe.scanning import Availability, BatchResult, Scanner, ScanOptions, ScanTarget, run_tool
+from vul2safe.scanning import Availability, BatchResult, Scanner, ScanOptions, ScanTarget
 from vul2safe.schema import Finding, normalize_cwes
 from vul2safe.severity import normalize
 
+_lock = threading.Lock()
 
-@cache
-def _bandit_command() -> tuple[str, ...] | None:
-    exe = shutil.which("bandit")
-    if exe:
-        return (exe,)
-    # installed as a library but not on PATH (e.g. a venv not activated)
-    probe = subprocess.run(
-        [sys.executable, "-c", "import bandit"], capture_output=True, check=False
-    )
-    return (sys.executable, "-m", "bandit") if probe.returncode == 0 else None
+
+def _run_bandit(files: list[str]) -> dict[str, Any]:
+    """Bandit's JSON report shape (``results``, ``errors``) from an in-process run."""
+    with _lock, warnings.catch_warnings():
+        # stevedore's deprecation notice about an argument Bandit passes: not ours to act on
+        warnings.filterwarnings("ignore", message="The verify_requirements argument")
+        # parsing the *scanned* code (e.g. "\." in a string) warns about that code, not ours
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.filterwarnings("ignore", message="invalid escape sequence")  # 3.11's spelling
+        from bandit.core import config as b_config
+        from bandit.core import manager as b_manager
+
+        manager = b_manager.BanditManager(b_config.BanditConfig(), "file", quiet=True)
+        manager.discover_files(files, False)
+        manager.run_tests()
+        issues = [issue.as_dict() for issue in manager.get_issue_list()]
+        skipped = [{"filename": name, "reason": reason} for name, reason in manager.skipped]
+    return {"results": issues, "errors": skipped}
 
 
 class BanditScanner(Scanner):
@@ -40,41 +58,26 @@ class BanditScanner(Scanner):
 
     @cache  # noqa: B019 - one instance per process; the tool version cannot change under us
     def version(self) -> str:
+        """The imported package's version: the in-process run is that very code."""
         try:
             return importlib.metadata.version("bandit")
         except importlib.metadata.PackageNotFoundError:
-            pass
-        command = _bandit_command()
-        if command is None:
             return "unavailable"
-        out = subprocess.run([*command, "--version"], capture_output=True, text=True, check=False)
-        first = (out.stdout or out.stderr).strip().splitlines()
-        return first[0].split()[-1] if first else "unknown"
 
     def available(self) -> Availability:
-        if _bandit_command() is None:
+        if importlib.util.find_spec("bandit") is None:
             return Availability(False, "bandit not found; install it with `pip install bandit`")
         return Availability(True)
 
     def scan_batch(
         self, targets: Sequence[ScanTarget], options: ScanOptions, timeout_s: float
     ) -> BatchResult:
-        command = _bandit_command()
-        assert command is not None  # guarded by available()
         with tempfile.TemporaryDirectory(prefix="vul2safe-bandit-") as tmp:
             files, shifts = _dedented_copies(targets, Path(tmp))
-            proc = run_tool(
-                [*command, "-f", "json", "-q", "--exit-zero", *files],
-                timeout_s=timeout_s,
-                tool="bandit",
-            )
-        try:
-            report = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            raise ScannerFailed(
-                f"bandit crashed (exit {proc.returncode}): "
-                f"{proc.stderr.strip()[-300:] or 'no output'}"
-            ) from None
+            try:
+                report = _run_bandit(files)
+            except Exception as exc:  # a Bandit bug on some file: the engine bisects
+                raise ScannerFailed(f"bandit crashed: {type(exc).__name__}: {exc}") from exc
         result = parse_bandit_json(report)
         back = {copy: original for original, (copy, _) in shifts.items()}
         findings: dict[str, list[Finding]] = {}

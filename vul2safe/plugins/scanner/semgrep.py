@@ -4,25 +4,27 @@ Default pack ``icd``: the MIT-licensed Insecure Code Detector rules that ship in
 package ``codeshield`` (the rule set behind CodeShield and CyberSecEval) — its Semgrep rules
 for C, C++, Python, Java, JavaScript, PHP and C#, plus its regex rules translated into Semgrep
 ``pattern-regex`` rules so that one semgrep process runs both. ``icd-semgrep`` is the Semgrep
-rules alone. Users add their own rule files with ``--semgrep-config``.
+rules alone. Users add their own rule files with ``--semgrep-config``. This is an approximation
+of ICD (one rule set, Semgrep's regex semantics); the ``icd`` scanner reproduces ICD exactly.
 
 Packs are merged into one JSON rule file under ``$VUL2SAFE_RULES_DIR`` (default
 ``$VUL2SAFE_HOME/rules``) whose SHA-256 (with the
 user configs' contents) is the ``rules_hash`` recorded in every report and cache key.
-Semgrep is always called with ``--metrics=off --disable-version-check``: without them each call
-waits ~90 s for the network here.
+
+Semgrep and codeshield live in vul2safe's tool environment (:mod:`vul2safe.tools`), and the
+plugin runs the ``osemgrep`` engine binary of that Semgrep wheel directly, as ICD does: the
+Python ``semgrep`` CLI wraps the same engine but costs ~2.3 s more per call to start (same
+findings; ``tests/vul2safe/plugins/test_semgrep_engine.py`` compares them on real data).
+It is always called with ``--metrics=off``: without it each call waits for the network.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -30,9 +32,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from vul2safe import hookimpl
+from vul2safe import hookimpl, tools
 from vul2safe.config import home
-from vul2safe.errors import ScannerFailed, UsageError
+from vul2safe.errors import ScannerFailed, ScannerNotAvailable, UsageError
+from vul2safe.fileio import write_text_atomic
 from vul2safe.hookspecs import Register
 from vul2safe.scanning import (
     Availability,
@@ -68,31 +71,18 @@ _MISSING_CWE = {"vulnerable-strcpy": "CWE-120"}
 _pack_lock = threading.Lock()
 
 
-def _icd_rules_dir() -> Path | None:
-    spec = importlib.util.find_spec("codeshield")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "insecure_code_detector" / "rules"
-    return path if path.is_dir() else None
-
-
-def _semgrep_command() -> tuple[str, ...] | None:
-    exe = shutil.which("semgrep")
-    if exe:
-        return (exe,)
-    sibling = Path(sys.executable).parent / "semgrep"
-    return (str(sibling),) if sibling.exists() else None
+def engine_command() -> tuple[str, ...]:
+    """``osemgrep --experimental`` from the tool environment (raises with the install line)."""
+    return (str(tools.osemgrep()), "--experimental")
 
 
 def build_pack(pack: str) -> list[dict[str, Any]]:
     """The rules of one pack as Semgrep rule dicts (ids de-duplicated across languages)."""
-    import yaml  # PyYAML arrives with semgrep
+    import yaml  # pyyaml: a core dependency
 
     if pack not in PACKS:
         raise UsageError(f"unknown semgrep rule pack {pack!r}; available: {', '.join(PACKS)}")
-    root = _icd_rules_dir()
-    if root is None:
-        raise UsageError("rule pack needs the codeshield package: `pip install codeshield`")
+    root = tools.icd_rules_dir()
     rules: dict[str, dict[str, Any]] = {}
     for path in sorted((root / "semgrep" / "_generated_").glob("*_cyberseceval.json")):
         for rule in json.loads(path.read_text())["rules"]:
@@ -139,19 +129,15 @@ def pack_file(pack: str) -> Path:
     with _pack_lock:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            broken = _unparsable_rules(text, path.parent)
+            broken = unparsable_rules(text, path.parent)
             kept = [rule for rule in rules if rule["id"] not in broken]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"rules": kept}, sort_keys=True, indent=1))
-            tmp.replace(path)
+            write_text_atomic(path, json.dumps({"rules": kept}, sort_keys=True, indent=1))
     return path
 
 
-def _unparsable_rules(text: str, workdir: Path) -> set[str]:
+def unparsable_rules(text: str, workdir: Path) -> set[str]:
     """Ids of rules Semgrep rejects, from one run over an empty file."""
-    command = _semgrep_command()
-    if command is None:
-        return set()
+    command = engine_command()
     probe_dir = Path(tempfile.mkdtemp(dir=workdir))
     try:
         config = probe_dir / "rules.json"
@@ -161,11 +147,9 @@ def _unparsable_rules(text: str, workdir: Path) -> set[str]:
         proc = run_tool(
             [
                 *command,
-                "scan",
                 "--json",
                 "--quiet",
                 "--metrics=off",
-                "--disable-version-check",
                 f"--config={config}",
                 str(target),
             ],
@@ -216,20 +200,21 @@ class SemgrepScanner(Scanner):
     )
     description = "Semgrep with the CodeShield/ICD rule pack (MIT) and any --semgrep-config"
 
-    @cache  # noqa: B019 - the installed version cannot change during a run
+    @cache  # noqa: B019 - the installed binary cannot change during a run
     def version(self) -> str:
+        """The version the engine binary itself reports (not a Python package's)."""
         try:
-            return importlib.metadata.version("semgrep")
-        except importlib.metadata.PackageNotFoundError:
-            command = _semgrep_command()
-            if command is None:
-                return "unavailable"
-            out = subprocess.run([*command, "--version"], capture_output=True, text=True)
-            return out.stdout.strip() or "unknown"
+            command = engine_command()
+        except ScannerNotAvailable:
+            return "unavailable"
+        out = subprocess.run([*command, "--version"], capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
 
     def available(self) -> Availability:
-        if _semgrep_command() is None:
-            return Availability(False, "semgrep not found; install it with `pip install semgrep`")
+        try:
+            engine_command()
+        except ScannerNotAvailable as exc:
+            return Availability(False, str(exc))
         return Availability(True)
 
     def _configs(self, options: ScanOptions) -> list[str]:
@@ -248,15 +233,11 @@ class SemgrepScanner(Scanner):
     def scan_batch(
         self, targets: Sequence[ScanTarget], options: ScanOptions, timeout_s: float
     ) -> BatchResult:
-        command = _semgrep_command()
-        assert command is not None  # guarded by available()
         args = [
-            *command,
-            "scan",
+            *engine_command(),
             "--json",
             "--quiet",
             "--metrics=off",
-            "--disable-version-check",
             "--no-git-ignore",
             f"--jobs={max(1, options.jobs)}",
         ]

@@ -1,0 +1,90 @@
+"""The Semgrep plugin drives the ``osemgrep`` engine binary: same findings as the CLI.
+
+Both come from the tool environment (``vul2safe tools install``): the plugin's engine call
+and the ``semgrep`` CLI of the same wheel, on 400 real CyberSecEval snippets in every
+language with the merged ``icd`` pack.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vul2safe import tools
+from vul2safe.languages import extension_for
+from vul2safe.plugins.scanner.semgrep import SemgrepScanner, pack_file
+from vul2safe.scanning import ScanOptions, ScanTarget
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tool_env() -> None:
+    status = SemgrepScanner().available()
+    if not status.ok:
+        pytest.fail(status.reason)
+
+
+def _targets(shared_data: Path, root: Path, n: int) -> list[ScanTarget]:
+    records = json.loads((shared_data / "cyberseceval" / "instruct.json").read_text())
+    step = max(1, len(records) // n)
+    targets = []
+    for index, record in enumerate(records[::step][:n]):
+        path = root / f"s{index:04d}{extension_for(record['language'])}"
+        path.write_text(record["origin_code"])
+        targets.append(ScanTarget(str(index), record["language"], path))
+    return targets
+
+
+@pytest.mark.integration
+def test_engine_and_cli_find_the_same(shared_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "code"
+    root.mkdir()
+    targets = _targets(shared_data, root, 400)
+    scanner = SemgrepScanner()
+    engine = scanner.scan_batch(targets, ScanOptions(jobs=2), timeout_s=600)
+    ours = {
+        (Path(path).name, f.rule_id, f.start_line, f.end_line)
+        for path, found in engine.findings.items()
+        for f in found
+    }
+    cli = tools.venv_dir() / "bin" / "semgrep"
+    proc = subprocess.run(
+        [str(cli), "scan", "--json", "--quiet", "--metrics=off", "--disable-version-check",
+         "--no-git-ignore", "--jobs=2", f"--config={pack_file('icd')}", str(root)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    theirs = {
+        (Path(r["path"]).name, r["check_id"].rsplit(".", 1)[-1], r["start"]["line"], line)
+        for r in report["results"]
+        for line in [r["end"]["line"]]
+    }
+    assert len(ours) > 100  # real findings, not two empty sets
+    assert ours == theirs
+
+
+def test_version_is_the_engine_binarys() -> None:
+    """The version recorded is what the binary that runs says, not a package's metadata."""
+    out = subprocess.run(
+        [str(tools.osemgrep()), "--experimental", "--version"], capture_output=True, text=True
+    )
+    assert SemgrepScanner().version() == out.stdout.strip() == tools.SEMGREP_VERSION
+
+
+def test_missing_tool_environment_is_one_line_with_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setenv("VUL2SAFE_TOOLS_DIR", str(tmp_path / "nowhere"))
+    (tmp_path / "a.py").write_text("import os\nos.system(input())\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "vul2safe", "scan", str(tmp_path / "a.py"), "--scanner", "semgrep"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "vul2safe tools install" in lines[0], proc.stderr
