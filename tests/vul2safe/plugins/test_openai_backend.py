@@ -1,7 +1,9 @@
 """The openai backend against our real OpenAI-compatible HTTP server on 127.0.0.1.
 
 The server serves the tiny model; its ``fault_plan`` injects 429s, 5xx, delays and dropped
-connections so the client's retry, timeout and error paths run over real sockets.
+connections so the client's retry, timeout and error paths run over real sockets. Concurrency
+and streaming are asserted with events the fault plan waits on (requests provably in flight
+together, a request provably held back), never with timings or thread counts.
 """
 
 from __future__ import annotations
@@ -40,8 +42,7 @@ PARAMS = SamplingParams(temperature=1.0, max_tokens=8, seed=11)
 
 
 def _open(server: OpenAICompatServer, **overrides: Any) -> OpenAISession:
-    extra = {"retry_base_s": 0.01, "retry_max_s": 0.05, **overrides.pop("extra", {})}
-    options = BackendOptions(model="tiny", base_url=server.url, extra=extra, **overrides)
+    options = BackendOptions(model="tiny", base_url=server.url, **overrides)
     return OpenAIBackend().open(options)
 
 
@@ -159,14 +160,21 @@ def test_unreachable_endpoint_is_one_clear_error() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
-    before = threading.active_count()
-    with pytest.raises(Vul2SafeError) as excinfo:
+    closed: list[bool] = []
+    real_close = OpenAISession.close
+
+    def close(self: OpenAISession) -> None:
+        real_close(self)
+        closed.append(self._client.is_closed())
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Vul2SafeError) as excinfo:
+        patch.setattr(OpenAISession, "close", close)
         OpenAIBackend().open(BackendOptions(model="tiny", base_url=url))
     message = str(excinfo.value)
     assert message.startswith(f"cannot reach OpenAI-compatible server at {url}: ")
     assert message.endswith("; is it running? (--base-url)")
     assert "\n" not in message
-    assert threading.active_count() == before  # the loop thread was shut down
+    assert closed == [True]  # the half-opened session released its client
 
 
 def test_remote_server_needs_an_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,27 +185,52 @@ def test_remote_server_needs_an_api_key(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_concurrency_is_bounded_and_used(openai_server: OpenAICompatServer) -> None:
-    openai_server.latency_s = 0.05  # keep requests in flight long enough to overlap
+    """The first three requests wait at the server until all three have arrived: that only
+    happens if the client really has three in flight; the client never has a fourth."""
+    together = threading.Barrier(3)
+    met: list[bool] = []
+
+    def plan(n: int, path: str, body: dict[str, Any]) -> None:
+        if n <= 3:
+            try:
+                together.wait(timeout=60)  # a safety net for a broken client, not a timing
+                met.append(True)
+            except threading.BrokenBarrierError:
+                met.append(False)
+
+    openai_server.fault_plan = plan
     requests = [GenerationRequest(COMPLETION, i) for i in range(12)]
     with _open(openai_server, concurrency=3) as client:
         _all(client, requests)
+    assert met == [True, True, True]
     assert openai_server.stats.requests == 12
     assert openai_server.stats.max_in_flight == 3
 
 
 def test_results_arrive_as_they_finish(openai_server: OpenAICompatServer) -> None:
+    """The server holds the first request until the caller has received the other three:
+    only a backend that yields each completion as it finishes gets past that."""
     slow = "slow down"
-    openai_server.fault_plan = lambda n, path, body: (
-        Fault(delay_s=0.5) if slow in str(body.get("messages")) else None
-    )
+    release = threading.Event()
+    released: list[bool] = []
+
+    def plan(n: int, path: str, body: dict[str, Any]) -> None:
+        if slow in str(body.get("messages")):
+            released.append(release.wait(timeout=60))  # a safety net, not a timing
+
+    openai_server.fault_plan = plan
     requests = [
         GenerationRequest(Prompt("slow", "chat", ({"role": "user", "content": slow},)), 0),
         *(GenerationRequest(CHAT, i) for i in range(3)),
     ]
+    order = []
     with _open(openai_server, concurrency=4) as client:
-        order = [index for index, _ in client.generate(requests, PARAMS)]
-    assert sorted(order) == [0, 1, 2, 3]
-    assert order[-1] == 0  # the slow one came last, the others did not wait for it
+        for index, _ in client.generate(requests, PARAMS):
+            order.append(index)
+            if sorted(order) == [1, 2, 3]:
+                release.set()
+    assert released == [True]  # the three fast ones reached the caller while 0 was held
+    assert order[-1] == 0 and sorted(order) == [0, 1, 2, 3]
 
 
 def test_runner_over_http_resumes_after_the_server_gives_up(

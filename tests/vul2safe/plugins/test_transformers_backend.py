@@ -17,14 +17,9 @@ from vul2safe.generation.base import (
     Prompt,
     SamplingParams,
 )
-from vul2safe.plugins.backend.transformers_backend import (
-    TransformersBackend,
-    TransformersSession,
-    encode_prompt,
-    local_fingerprint,
-    render_prompt,
-    resolve_model,
-)
+from vul2safe.generation.local_model import local_fingerprint, resolve_model
+from vul2safe.generation.prompting import encode_prompt, render_prompt
+from vul2safe.plugins.backend.transformers_backend import TransformersBackend, TransformersSession
 from vul2safe.testing.tiny_model import CHAT_TEMPLATE, build_tiny_model
 
 CHAT = Prompt(

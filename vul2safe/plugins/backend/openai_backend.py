@@ -2,14 +2,16 @@
 
 - ``--base-url`` selects the server; the key comes from the variable ``options.api_key_env``
   (default ``OPENAI_API_KEY``). A local server without a key gets the dummy key ``EMPTY``.
-- ``options.concurrency`` requests are in flight at once: that many async workers share one
-  ``AsyncOpenAI`` client, on an event loop in a background thread. Completions are handed to
-  the caller's thread through a queue as each finishes, so the runner saves them at once.
-- Retries are ours, not the client's (it gets ``max_retries=0``), so every retry is logged
-  and testable: 408/409/429/5xx, connection errors and timeouts are retried up to
-  ``options.max_retries`` times with exponential backoff and jitter (a ``Retry-After`` header
-  is honoured); other HTTP errors fail at once. A request that fails for good raises a
-  :class:`Vul2SafeError` naming the task, the sample and the status.
+- ``options.concurrency`` requests are in flight at once: a thread pool of that size shares
+  one (thread-safe) ``openai.OpenAI`` client; completions are yielded in the order they finish,
+  so the runner saves each at once. A pool of blocking calls is all this needs: the work is
+  waiting on the server, and the client's own connection pool is shared.
+- Retries are the client's own (``max_retries=options.max_retries``): it retries 408/409/429,
+  5xx, connection errors and timeouts with exponential backoff and jitter, honouring
+  ``Retry-After``; other HTTP errors fail at once. Each retry is logged here as a warning that
+  names the task, the sample and the cause (httpx event hooks on the client's connection pool).
+  A request that fails for good raises a :class:`Vul2SafeError` naming the task, the sample,
+  the number of attempts and the status.
 - Chat prompts use ``/chat/completions`` (the server applies the model's chat template);
   ``use_chat_template=False`` and completion prompts use ``/completions``. A response prefix
   is sent as a final assistant message (a prefill), which vLLM, Ollama and our
@@ -17,20 +19,18 @@
   stripped. Set ``extra["continue_final_message"] = True`` to also send vLLM's
   ``continue_final_message``/``add_generation_prompt`` flags (other servers may reject them).
 
-``extra`` knobs: ``retry_base_s`` (1.0), ``retry_max_s`` (30), ``connect_timeout_s`` (10, the
-reachability check in ``open``), ``continue_final_message`` (False).
+``extra`` knobs: ``connect_timeout_s`` (10, the reachability check in ``open``, not retried),
+``continue_final_message`` (False).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import queue
-import random
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
 from urllib.parse import urlsplit
 
 from vul2safe import hookimpl
@@ -43,16 +43,16 @@ from vul2safe.generation.base import (
     SamplingParams,
     Session,
 )
+from vul2safe.generation.prompting import render_prompt
 from vul2safe.hookspecs import Register
-from vul2safe.plugins.backend.transformers_backend import render_prompt
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-RETRY_STATUSES = frozenset({408, 409, 429})
+RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: what the openai client retries
+POOL_THREAD_PREFIX = "vul2safe-openai-request"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal"}
-
-T = TypeVar("T")
+_RETRY_COUNT = "x-stainless-retry-count"  # the header the openai client numbers attempts with
 
 
 def is_local_url(url: str) -> bool:
@@ -84,8 +84,51 @@ def _reason(exc: BaseException) -> str:
     return message.splitlines()[0]
 
 
+def _attempts(exc: Any, default: int) -> int:
+    """How many attempts the client made: the retry counter of the last request it sent."""
+    request = getattr(exc, "request", None)
+    if request is None and getattr(exc, "response", None) is not None:
+        request = exc.response.request
+    try:
+        return int(request.headers.get(_RETRY_COUNT)) + 1
+    except (AttributeError, TypeError, ValueError):
+        return default
+
+
+class _RetryLog:
+    """Logs the client's retries with the task they belong to.
+
+    The client retries inside one blocking call on a pool thread, so a thread-local says which
+    sample that thread is working on; the response hook remembers the last status, the
+    request hook logs when the client sends attempt 2, 3, ...
+    """
+
+    def __init__(self, max_retries: int) -> None:
+        self.max_retries = max_retries
+        self.local = threading.local()
+
+    def start(self, what: str) -> None:
+        self.local.what = what
+        self.local.last = None
+
+    def on_request(self, request: Any) -> None:
+        try:
+            retry = int(request.headers.get(_RETRY_COUNT) or 0)
+        except ValueError:
+            return
+        if retry:
+            cause = getattr(self.local, "last", None) or "no response (timeout or dropped)"
+            what = getattr(self.local, "what", request.url.path)
+            log.warning("%s: %s; retry %d/%d", what, cause, retry, self.max_retries)
+        self.local.last = None
+
+    def on_response(self, response: Any) -> None:
+        if response.status_code >= 400:
+            self.local.last = f"HTTP {response.status_code}"
+
+
 class OpenAISession(Session):
-    """An ``AsyncOpenAI`` client on a private event loop thread."""
+    """An ``openai.OpenAI`` client; :meth:`generate` drives it from a thread pool."""
 
     def __init__(self, options: BackendOptions) -> None:
         import openai
@@ -94,43 +137,33 @@ class OpenAISession(Session):
         self.options = options
         self.base_url = (options.base_url or DEFAULT_BASE_URL).rstrip("/")
         self.chat = options.use_chat_template
-        extra = options.extra
-        self.retry_base_s = float(extra.get("retry_base_s", 1.0))
-        self.retry_max_s = float(extra.get("retry_max_s", 30.0))
-        self.continue_final = bool(extra.get("continue_final_message", False))
+        self.continue_final = bool(options.extra.get("continue_final_message", False))
         self.served: dict[str, Any] = {}
-        api_key = _api_key(options, self.base_url)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="vul2safe-openai-loop", daemon=True
+        self.max_retries = max(0, options.max_retries)
+        self._retry_log = _RetryLog(self.max_retries)
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=_api_key(options, self.base_url),
+            max_retries=self.max_retries,
+            timeout=options.timeout_s,
+            http_client=openai.DefaultHttpxClient(
+                event_hooks={
+                    "request": [self._retry_log.on_request],
+                    "response": [self._retry_log.on_response],
+                }
+            ),
         )
-        self._thread.start()
-        self._client: Any = None
         try:
-            self._client = self._call(self._make_client(api_key))
-            self._call(self._check(float(extra.get("connect_timeout_s", 10.0))))
+            self._check(float(options.extra.get("connect_timeout_s", 10.0)))
         except BaseException:
             self.close()
             raise
 
-    # -- plumbing between the caller's thread and the loop
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    async def _make_client(self, api_key: str) -> Any:
-        return self._openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=api_key,
-            max_retries=0,
-            timeout=self.options.timeout_s,
-        )
-
-    async def _check(self, timeout_s: float) -> None:
-        """One cheap ``GET /models`` so a wrong URL fails now, with one clear line."""
+    def _check(self, timeout_s: float) -> None:
+        """One cheap ``GET /models`` (no retries) so a wrong URL fails now, in one line."""
         openai = self._openai
         try:
-            page = await self._client.models.list(timeout=timeout_s)
+            page = self._client.with_options(max_retries=0).models.list(timeout=timeout_s)
         except openai.APIConnectionError as exc:
             raise Vul2SafeError(
                 f"cannot reach OpenAI-compatible server at {self.base_url}: {_reason(exc)}; "
@@ -175,96 +208,52 @@ class OpenAISession(Session):
     ) -> Iterator[tuple[int, Completion]]:
         if not requests:
             return
-        results: queue.Queue[tuple[int, Completion | BaseException]] = queue.Queue()
-        future = asyncio.run_coroutine_threadsafe(self._run(requests, params, results), self._loop)
-        remaining = len(requests)
+        workers = max(1, min(self.options.concurrency, len(requests)))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=POOL_THREAD_PREFIX)
+        pending: dict[Future[Completion], int] = {
+            pool.submit(self._request, request, params): index
+            for index, request in enumerate(requests)
+        }
+        finished = False
         try:
-            while remaining:
-                try:
-                    index, outcome = results.get(timeout=0.2)
-                except queue.Empty:
-                    if future.done() and results.empty():
-                        future.result()  # surfaces a crash of the loop side
-                        raise Vul2SafeError("openai backend stopped without finishing") from None
-                    continue
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                remaining -= 1
-                yield index, outcome
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    yield index, future.result()
+            finished = True
         finally:
-            if not future.done():  # caller stopped early or an error: stop the workers
-                future.cancel()
+            # on an error or an early stop, queued requests are dropped; calls already on the
+            # wire end on their own (bounded by the timeout) rather than blocking the caller
+            pool.shutdown(wait=finished, cancel_futures=True)
 
-    async def _run(
-        self,
-        requests: Sequence[GenerationRequest],
-        params: SamplingParams,
-        results: queue.Queue[tuple[int, Completion | BaseException]],
-    ) -> None:
-        """``concurrency`` workers pull request indices; the pool is the concurrency bound."""
-        todo: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(len(requests)):
-            todo.put_nowait(index)
-
-        async def worker() -> None:
-            while not todo.empty():
-                index = todo.get_nowait()
-                completion = await self._with_retries(requests[index], params)
-                results.put((index, completion))
-
-        workers = [
-            asyncio.create_task(worker())
-            for _ in range(max(1, min(self.options.concurrency, len(requests))))
-        ]
-        try:
-            await asyncio.gather(*workers)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            results.put((-1, exc))
-        finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-
-    async def _with_retries(self, request: GenerationRequest, params: SamplingParams) -> Completion:
+    def _request(self, request: GenerationRequest, params: SamplingParams) -> Completion:
+        """One sample, with the client's retries; a final failure in one clear line."""
         openai = self._openai
-        attempts = max(0, self.options.max_retries) + 1
         what = f"task {request.prompt.key!r} sample {request.sample_index}"
-        for attempt in range(1, attempts + 1):
-            retry_after: float | None = None
-            try:
-                return await self._send(request, params)
-            except openai.APITimeoutError:
-                problem = f"timed out after {self.options.timeout_s:g}s"
-            except openai.APIConnectionError as exc:
-                problem = f"connection error: {_reason(exc)}"
-            except openai.APIStatusError as exc:
-                problem = f"HTTP {exc.status_code}: {_status_message(exc)}"
-                if exc.status_code not in RETRY_STATUSES and exc.status_code < 500:
-                    raise Vul2SafeError(
-                        f"{self.base_url} refused {what} (model {self.options.model!r}): {problem}"
-                    ) from None
-                retry_after = _retry_after(exc)
-            if attempt == attempts:
+        self._retry_log.start(what)
+        default = self.max_retries + 1
+        try:
+            return self._send(request, params)
+        except openai.APITimeoutError as exc:
+            attempts = _attempts(exc, default)
+            problem = f"timed out after {self.options.timeout_s:g}s"
+        except openai.APIConnectionError as exc:
+            attempts = _attempts(exc, default)
+            problem = f"connection error: {_reason(exc)}"
+        except openai.APIStatusError as exc:
+            problem = f"HTTP {exc.status_code}: {_status_message(exc)}"
+            if exc.status_code not in RETRY_STATUSES and exc.status_code < 500:
                 raise Vul2SafeError(
-                    f"request for {what} to {self.base_url} failed after {attempts} "
-                    f"attempt(s): {problem}; raise --max-retries/--timeout or check the server"
-                )
-            delay = self._backoff(attempt, retry_after)
-            log.warning("%s: %s; retry %d/%d in %.2fs", what, problem, attempt, attempts - 1, delay)
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                    f"{self.base_url} refused {what} (model {self.options.model!r}): {problem}"
+                ) from None
+            attempts = _attempts(exc, default)
+        raise Vul2SafeError(
+            f"request for {what} to {self.base_url} failed after {attempts} "
+            f"attempt(s): {problem}; raise --max-retries/--timeout or check the server"
+        )
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential with "equal jitter": half fixed, half random, capped."""
-        cap = min(self.retry_max_s, self.retry_base_s * 2 ** (attempt - 1))
-        delay = cap / 2 + random.uniform(0, cap / 2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.retry_max_s))
-        return delay
-
-    async def _send(self, request: GenerationRequest, params: SamplingParams) -> Completion:
+    def _send(self, request: GenerationRequest, params: SamplingParams) -> Completion:
         prompt = request.prompt
         common: dict[str, Any] = {
             "model": self.options.model,
@@ -285,12 +274,12 @@ class OpenAISession(Session):
                         "continue_final_message": True,
                         "add_generation_prompt": False,
                     }
-            response = await self._client.chat.completions.create(messages=messages, **common)
+            response = self._client.chat.completions.create(messages=messages, **common)
             choice = response.choices[0]
             text = choice.message.content or ""
         else:
             text_prompt, _ = render_prompt(None, prompt, use_chat_template=False)
-            response = await self._client.completions.create(prompt=text_prompt, **common)
+            response = self._client.completions.create(prompt=text_prompt, **common)
             choice = response.choices[0]
             text = choice.text or ""
         if (
@@ -308,26 +297,7 @@ class OpenAISession(Session):
         )
 
     def close(self) -> None:
-        if not self._loop.is_running():
-            return
-
-        async def shutdown() -> None:
-            current = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not current]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self._client is not None:
-                await self._client.close()
-            await self._loop.shutdown_default_executor()  # getaddrinfo's worker threads
-
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
-        except Exception as exc:  # closing must not mask the error that led here
-            log.debug("closing the openai client: %s", exc)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        self._client.close()
 
 
 def _status_message(exc: Any) -> str:
@@ -337,15 +307,6 @@ def _status_message(exc: Any) -> str:
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])[:300]
     return str(getattr(exc, "message", exc))[:300]
-
-
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    raw = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:  # an HTTP date: fall back to our own backoff
-        return None
 
 
 class OpenAIBackend(Backend):

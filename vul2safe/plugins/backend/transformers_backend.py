@@ -14,20 +14,15 @@ thread only, restored afterwards). The default ``"auto"`` uses 1 thread for mode
 parameters on CPU: their matrices are too small to gain from threads, and OpenMP's spinning
 workers slow them down by 10-30x on a busy machine. Larger models keep torch's default.
 
-Helpers shared with the vLLM backend and the OpenAI-compatible test server live here too:
-:func:`resolve_model` (local dir / Hub id / clear errors), :func:`render_prompt`.
+Model resolution (local dir / Hub id / clear errors) and prompt rendering are shared with the
+vLLM backend: :mod:`vul2safe.generation.local_model`, :mod:`vul2safe.generation.prompting`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vul2safe import hookimpl
@@ -41,156 +36,17 @@ from vul2safe.generation.base import (
     SamplingParams,
     Session,
 )
+from vul2safe.generation.local_model import (
+    ResolvedModel,
+    resolve_dtype,
+    resolve_model,
+    with_downloaded_revision,
+)
+from vul2safe.generation.prompting import encode_prompt, has_chat_template, truncate_at_stop
 from vul2safe.hookspecs import Register
 
 if TYPE_CHECKING:
     import torch
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_TRUE = {"1", "on", "true", "yes"}
-
-
-# --------------------------------------------------------------------------- model location
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """Where ``from_pretrained`` should load from, and which exact version that is."""
-
-    source: str  # a local directory or a Hub repo id
-    revision: str | None  # what to pass to from_pretrained (None: default branch)
-    resolved_revision: str | None  # commit hash, or "local-<hash>" for a plain directory
-    local_files_only: bool
-    cache_dir: str | None
-
-
-def hub_offline() -> bool:
-    """Read the offline switches now, not at import time (tests set them per test)."""
-    import huggingface_hub.constants as hub_constants
-
-    env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "").lower()
-    return env in _TRUE or bool(hub_constants.HF_HUB_OFFLINE)
-
-
-def hub_cache_dir() -> str:
-    """The Hub cache as the environment says now (``HF_HUB_CACHE`` > ``HF_HOME``/hub)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
-    )
-    return os.path.join(os.path.expanduser(home), "hub")
-
-
-def local_fingerprint(path: Path) -> str:
-    """A cheap identity for a model directory that has no commit hash.
-
-    Hashes every file's name and size plus its first and last 64 KiB (safetensors headers and
-    the tail of the weights), so an overwritten checkpoint gets a new identity — and stale
-    cache entries miss — without reading gigabytes.
-    """
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts):
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path).as_posix()}\0{size}\0".encode())
-        with file.open("rb") as handle:
-            digest.update(handle.read(65536))
-            if size > 65536:
-                handle.seek(max(size - 65536, 65536))
-                digest.update(handle.read(65536))
-    return "local-" + digest.hexdigest()[:16]
-
-
-def _snapshot_commit(path: Path) -> str | None:
-    """``.../models--org--name/snapshots/<commit>`` → ``<commit>``."""
-    parts = path.resolve().parts
-    for i in range(len(parts) - 2, 0, -1):
-        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
-            return parts[i + 1]
-    return None
-
-
-def _cached_config(repo_id: str, revision: str | None, cache_dir: str) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision)
-    return Path(found) if isinstance(found, str) else None
-
-
-def resolve_model(model: str, revision: str | None = None) -> ResolvedModel:
-    """A local directory, or a Hub id that is cached (or downloadable when online).
-
-    Raises one clear :class:`Vul2SafeError` for a missing path or an uncached Hub id offline.
-    """
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise Vul2SafeError(f"model path is not a model directory (no config.json): {model}")
-        commit = _snapshot_commit(path) or local_fingerprint(path)
-        return ResolvedModel(str(path), revision, commit, True, None)
-    if not _HUB_ID.match(model) or model.startswith("."):
-        raise Vul2SafeError(f"model path does not exist: {model}")
-    cache_dir = hub_cache_dir()
-    cached = _cached_config(model, revision, cache_dir)
-    offline = hub_offline()
-    if offline and cached is None:
-        raise Vul2SafeError(
-            f"model '{model}' not found: not a local directory and not in the Hugging Face "
-            "cache (offline); pass a local path"
-        )
-    if offline and cached is not None:
-        # Load the snapshot directory itself: transformers still probes the Hub for optional
-        # files (adapter configs) when given a repo id, which offline means retry-and-sleep.
-        snapshot = cached.parent
-        return ResolvedModel(str(snapshot), None, _snapshot_commit(snapshot), True, None)
-    hub_commit = _snapshot_commit(cached.parent) if cached is not None else None
-    return ResolvedModel(model, revision, hub_commit, offline, cache_dir)
-
-
-# --------------------------------------------------------------------------- prompts
-
-
-def has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def render_prompt(tokenizer: Any, prompt: Prompt, use_chat_template: bool) -> tuple[str, bool]:
-    """Prompt → (text to continue, whether the tokenizer should add its special tokens).
-
-    Chat prompts go through the chat template when there is one and it is wanted (the
-    template already holds BOS etc., so no special tokens are added); otherwise the messages'
-    contents are joined by blank lines and continued as plain text. The response prefix is
-    appended after the generation prompt either way.
-    """
-    if prompt.mode == "chat" and use_chat_template and has_chat_template(tokenizer):
-        try:
-            text = tokenizer.apply_chat_template(
-                [dict(m) for m in prompt.messages], tokenize=False, add_generation_prompt=True
-            )
-        except Exception as exc:  # jinja2 errors, raise_exception() calls in templates
-            raise Vul2SafeError(
-                f"the chat template rejected the messages of task {prompt.key!r}: {exc}; "
-                "fix the prompt or pass --no-chat-template"
-            ) from None
-        return str(text) + prompt.response_prefix, False
-    if prompt.mode == "chat":
-        body = "\n\n".join(m.get("content", "") for m in prompt.messages)
-        if prompt.messages and prompt.response_prefix:
-            body += "\n\n"
-        return body + prompt.response_prefix, True
-    return prompt.text + prompt.response_prefix, True
-
-
-def encode_prompt(tokenizer: Any, prompt: Prompt, use_chat_template: bool) -> list[int]:
-    text, add_special = render_prompt(tokenizer, prompt, use_chat_template)
-    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
-
-
-def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """Cut at the earliest stop string (the stop string itself is dropped, as OpenAI does)."""
-    cut = min((pos for s in stop if s and (pos := text.find(s)) >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
 
 # --------------------------------------------------------------------------- the session
 
@@ -395,14 +251,9 @@ class TransformersSession(Session):
 
 
 def _torch_dtype(name: str) -> Any:
-    if name in ("auto", ""):
-        return "auto"
     import torch
 
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise Vul2SafeError(f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16")
-    return dtype
+    return getattr(torch, name)
 
 
 def _device(name: str) -> str:
@@ -427,6 +278,7 @@ class TransformersBackend(Backend):
                 f"the transformers backend needs torch and transformers ({exc}); "
                 "pip install torch==2.13.0 'vul2safe[hf]'"
             ) from None
+        dtype = resolve_dtype(options.dtype, resolved)
         common: dict[str, Any] = {
             "revision": resolved.revision,
             "local_files_only": resolved.local_files_only,
@@ -438,22 +290,13 @@ class TransformersBackend(Backend):
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.source, **common)
             model: Any = AutoModelForCausalLM.from_pretrained(
-                resolved.source, dtype=_torch_dtype(options.dtype), **common
+                resolved.source, dtype=_torch_dtype(dtype), **common
             )
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise Vul2SafeError(f"cannot load model '{options.model}': {first}") from None
         model.to(_device(options.device)).eval()
-        if resolved.resolved_revision is None and resolved.cache_dir is not None:
-            cached = _cached_config(resolved.source, resolved.revision, resolved.cache_dir)
-            if cached is not None:  # downloaded just now: the snapshot names the commit
-                resolved = ResolvedModel(
-                    resolved.source,
-                    resolved.revision,
-                    _snapshot_commit(cached.parent),
-                    resolved.local_files_only,
-                    resolved.cache_dir,
-                )
+        resolved = with_downloaded_revision(resolved)
         return TransformersSession(model, tokenizer, options, resolved)
 
 
