@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from vul2safe.errors import InputError, UsageError, Vul2SafeError
-from vul2safe.leaderboard import build_table, load_runs, to_html, to_json, to_markdown
+from vul2safe.leaderboard import build_table, load_runs, pct, to_html, to_json, to_markdown
 
 QWEN = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 DEEPSEEK = "deepseek-ai/deepseek-coder-1.3b-instruct"
@@ -188,7 +188,7 @@ def run_dirs(tmp_path: Path) -> list[Path]:
 def test_markdown_cells(run_dirs: list[Path]) -> None:
     text = to_markdown(build_table(load_runs(run_dirs), generated_at=GENERATED))
     he, cs = "humaneval-pro", "cyberseceval-instruct"
-    metrics = ["vuln ≥ medium % [95% CI]", "pass@1 %", "func-sec@1 %", "invalid %"]
+    metrics = ["vuln ≥ medium % [95% CI]", "pass@1 %", "func-sec@1 (static) %", "invalid %"]
     header = ["Model", "Backend", "n", "T"]
     header += [f"{b} {m}" for b in (he, cs) for m in metrics]
     header += ["Created (UTC)", "vul2safe"]
@@ -220,6 +220,8 @@ def test_json_is_numbers(run_dirs: list[Path]) -> None:
         "pass@1_ci": {"low": 0.3, "high": 0.7},
         "func-sec@1": 0.4,
         "invalid_rate": 0.1,
+        "icd_insecure_code_rate": None,  # not a CyberSecEval run
+        "func-sec@1_exploit_tests": None,  # no exploit tests
     }
     assert qwen["benchmarks"]["cyberseceval-instruct"]["pass@1"] is None
     assert qwen["benchmarks"]["cyberseceval-instruct"]["func-sec@1"] is None
@@ -282,6 +284,20 @@ def _edit(run: Path, change: Any) -> Path:
             ),
             InputError,
             "vulnerability_rate.medium must be an object",
+        ),
+        (
+            lambda d: d["benchmarks"]["cyberseceval-instruct"].update(
+                headline={"metric": "icd_insecure_code_rate", "rate": 1.5}
+            ),
+            InputError,
+            "benchmarks.cyberseceval-instruct.headline.rate must be a rate in [0, 1]",
+        ),
+        (
+            lambda d: d["benchmarks"]["humaneval-pro"].update(
+                func_sec={"func-sec@1": 0.5, "source": "exploit tests"}, func_sec_static=[0.4]
+            ),
+            InputError,
+            "benchmarks.humaneval-pro.func_sec_static must be an object",
         ),
     ],
 )
@@ -456,3 +472,195 @@ def test_screenshot(page: Path, tmp_path: Path) -> None:
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1280, 900)
     assert len(data) > 30_000, "the screenshot is nearly blank"
+
+
+# --- runs scored by the real code: CyberSecEval's ICD headline, CWEval's exploit tests ----------
+
+CSE, CWE = "cyberseceval-instruct", "cweval"
+MIXED, SECURE = "mixed/answers", "secure/answers"
+#: CWEval tasks whose secure reference passes every test and whose unsafe one fails security
+CWEVAL_TASKS = ("py/cwe_078_0", "py/cwe_022_0")
+HARMLESS_RUST = "```rust\nfn main() {}\n```"
+
+
+def _score(name: str, tasks: list[Any], answers: list[tuple[Any, str]], scanner: str) -> Any:
+    """One benchmark's ``results.json`` block and scanner versions, from the scoring code
+    ``vul2safe eval MODEL`` runs (:func:`vul2safe.evaluate.score_benchmark`)."""
+    from vul2safe import plugins
+    from vul2safe.evaluate import EvalConfig, EvalProgress, LoadedBenchmark, score_benchmark
+
+    counts: dict[str, int] = {}
+    rows = []
+    for task, answer in answers:
+        index = counts[task.task_id] = counts.get(task.task_id, -1) + 1
+        rows.append({"task": task.task_id, "sample_index": index, "completion": answer,
+                     "field": "solution"})  # fmt: skip
+    config = EvalConfig(model="m", benchmarks=[name], output=Path("unused"), scanners=[scanner])
+    bench = plugins.benchmarks.get(name)
+    loaded = LoadedBenchmark(bench, tasks, "shared data")
+    entry, _, meta = score_benchmark(config, loaded, rows, None, EvalProgress())
+    return entry, meta
+
+
+def _scored_results(model: str, shared_data: Path, *, secure: bool) -> dict[str, Any]:
+    """CyberSecEval: ICD-flagged original code (unless ``secure``) and a harmless answer per
+    task; CWEval: the secure reference and the unsafe one (or the secure one twice)."""
+    from vul2safe import plugins
+
+    cse = plugins.benchmarks.get(CSE)
+    rust = [
+        t
+        for t in cse.load(shared_data / "cyberseceval", languages=["rust"])
+        if "```" not in t.metadata["origin_code"]  # CyberSecEval's extraction cuts there
+    ][:2]
+    insecure = [f"```rust\n{t.metadata['origin_code']}\n```" for t in rust]
+    cse_answers = [
+        (t, HARMLESS_RUST if secure else bad) for t, bad in zip(rust, insecure, strict=True)
+    ] + [(t, HARMLESS_RUST) for t in rust]
+    cyber, cyber_meta = _score(CSE, rust, cse_answers, "icd")
+    cweval_tasks = [t for t in plugins.benchmarks.get(CWE).load(shared_data / "cweval")
+                    if t.task_id in CWEVAL_TASKS]  # fmt: skip
+    cwe_answers = [(t, t.reference) for t in cweval_tasks] + [
+        (t, t.reference if secure else t.metadata["unsafe_reference"]) for t in cweval_tasks
+    ]
+    cweval, cweval_meta = _score(CWE, cweval_tasks, cwe_answers, "bandit")
+    results = _results(model, "openai", 2, 0.8, "2026-11-25T10:00:00+00:00")
+    results["scanners"] = {**cyber_meta, **cweval_meta}
+    results["benchmarks"] = {CSE: cyber, CWE: cweval}
+    return results
+
+
+@pytest.fixture(scope="module")
+def scored(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from vul2safe.sandbox import sandbox_available
+
+    ok, reason = sandbox_available()
+    if not ok:
+        pytest.fail(f"no working bubblewrap: {reason}; apt-get install bubblewrap")
+    root = tmp_path_factory.mktemp("scored")
+    return {
+        model: write_run(root, model.replace("/", "-"), _scored_results(model, shared_data,
+                                                                        secure=secure))
+        for model, secure in ((MIXED, False), (SECURE, True))
+    }  # fmt: skip
+
+
+def _entry(run: Path, name: str) -> dict[str, Any]:
+    return json.loads((run / "results.json").read_text())["benchmarks"][name]
+
+
+@pytest.mark.integration
+def test_real_results_hold_what_the_columns_show(scored: dict[str, Path]) -> None:
+    """The blocks the columns read, as the scoring code wrote them."""
+    cyber, cweval = _entry(scored[MIXED], CSE), _entry(scored[MIXED], CWE)
+    assert cyber["headline"]["metric"] == "icd_insecure_code_rate"
+    assert (cyber["headline"]["n_flagged"], cyber["headline"]["n_samples"]) == (2, 4)
+    assert cweval["func_sec"]["source"] == "exploit tests"
+    assert cweval["func_sec"]["func-sec@1"] == 0.5  # each unsafe reference fails security
+    # the scanners miss the path traversal (py/cwe_022_0): the static number differs
+    assert cweval["func_sec_static"]["func-sec@1"] != 0.5
+    assert _entry(scored[SECURE], CSE)["headline"]["n_flagged"] == 0
+    assert _entry(scored[SECURE], CWE)["func_sec"]["func-sec@1"] == 1.0
+
+
+@pytest.mark.integration
+def test_markdown_labels_icd_and_exploit_test_columns(scored: dict[str, Path]) -> None:
+    runs = load_runs([scored[MIXED], scored[SECURE]])
+    lines = to_markdown(build_table(runs, generated_at=GENERATED)).splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    cse = [h.removeprefix(f"{CSE} ") for h in header if h.startswith(CSE)]
+    cwe = [h.removeprefix(f"{CWE} ") for h in header if h.startswith(CWE)]
+    # each optional column only where the benchmark has it
+    assert cse == ["vuln ≥ medium % [95% CI]", "ICD insecure-code % [95% CI]", "pass@1 %",
+                   "func-sec@1 (static) %", "invalid %"]  # fmt: skip
+    assert cwe == ["vuln ≥ medium % [95% CI]", "pass@1 %", "func-sec@1 (static) %",
+                   "func-sec@1 (exploit tests) % [95% CI]", "invalid %"]  # fmt: skip
+    mixed = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|")), strict=True))
+    headline, cweval = _entry(scored[MIXED], CSE)["headline"], _entry(scored[MIXED], CWE)
+    assert mixed[f"{CSE} ICD insecure-code % [95% CI]"] == (
+        f"50.0 [{pct(headline['low'])}, {pct(headline['high'])}]"
+    )
+    ci = cweval["func_sec"]["func-sec@1_ci"]
+    assert mixed[f"{CWE} func-sec@1 (exploit tests) % [95% CI]"] == (
+        f"50.0 [{pct(ci['low'])}, {pct(ci['high'])}]"
+    )
+    assert mixed[f"{CWE} func-sec@1 (static) %"] == pct(cweval["func_sec_static"]["func-sec@1"])
+    secure = dict(zip(header, (c.strip() for c in lines[3].strip("|").split("|")), strict=True))
+    assert secure[f"{CSE} ICD insecure-code % [95% CI]"].startswith("0.0 ")
+    assert secure[f"{CWE} func-sec@1 (exploit tests) % [95% CI]"].startswith("100.0 ")
+    legend = "\n".join(lines[4:])
+    assert "Where the numbers come from:" in legend
+    assert "- **ICD insecure-code % [95% CI]**: CyberSecEval's published metric" in legend
+    assert "**func-sec@1 (exploit tests) % [95% CI]**: dynamic" in legend
+    assert "**func-sec@1 (static) %**: static: samples that pass their tests and have no " in (
+        legend
+    )
+
+
+@pytest.mark.integration
+def test_json_carries_both_numbers_and_their_sources(scored: dict[str, Path]) -> None:
+    data = to_json(build_table(load_runs([scored[MIXED], scored[SECURE]])))
+    mixed = data["runs"][0]["benchmarks"]
+    headline, cweval = _entry(scored[MIXED], CSE)["headline"], _entry(scored[MIXED], CWE)
+    assert mixed[CSE]["icd_insecure_code_rate"] == {
+        "rate": 0.5, "low": headline["low"], "high": headline["high"], "n": 4,
+        "detector": headline["detector"],
+    }  # fmt: skip
+    assert (
+        mixed[CSE]["vulnerability_rate_medium"]["rate"]
+        == (_entry(scored[MIXED], CSE)["security"]["vulnerability_rate"]["medium"]["rate"])
+    )
+    assert mixed[CWE]["func-sec@1_exploit_tests"] == {
+        "rate": 0.5, **cweval["func_sec"]["func-sec@1_ci"],
+    }  # fmt: skip
+    assert mixed[CWE]["func-sec@1"] == cweval["func_sec_static"]["func-sec@1"]
+    assert mixed[CWE]["icd_insecure_code_rate"] is None
+    assert mixed[CSE]["func-sec@1_exploit_tests"] is None
+    notes = {c["key"]: c.get("note", "") for c in data["columns"]}
+    assert notes[f"{CSE}.icd"].startswith("CyberSecEval's published metric")
+    assert 'source "exploit tests"' in notes[f"{CWE}.funcsec_exploit"]
+    assert notes[f"{CWE}.funcsec"].startswith("static:")
+    assert f"{CWE}.icd" not in notes and f"{CSE}.funcsec_exploit" not in notes
+
+
+@pytest.mark.integration
+def test_page_shows_and_sorts_the_new_columns(scored: dict[str, Path], tmp_path: Path) -> None:
+    page = tmp_path / "lb.html"
+    page.write_text(to_html(build_table(load_runs([scored[MIXED], scored[SECURE]]))))
+    text = page.read_text()
+    assert 'aria-label="cyberseceval-instruct: ICD insecure-code % [95% CI]"' in text
+    assert 'aria-label="cweval: func-sec@1 (exploit tests) % [95% CI]"' in text
+    assert "<dt>ICD insecure-code % [95% CI]</dt><dd>CyberSecEval&#x27;s published metric" in text
+    assert "<dt>func-sec@1 (exploit tests) % [95% CI]</dt><dd>dynamic:" in text
+    # the charts plot the new numbers, CI included, in their text alternative
+    assert f"{MIXED}: vulnerability rate ≥ medium" in text
+    assert "ICD insecure-code rate 50.0% (95% CI" in text
+    assert "func-sec@1 (exploit tests) 50.0% (95% CI" in text
+    for sort, order in (
+        (f"{CSE}.icd:desc", [MIXED, SECURE]),
+        (f"{CWE}.funcsec_exploit:desc", [SECURE, MIXED]),
+        (f"{CWE}.funcsec_exploit:asc", [MIXED, SECURE]),
+    ):
+        dom = _Dom(_browse(f"{page.as_uri()}#sort={sort}", tmp_path / "p", "--dump-dom").stdout)
+        assert dom.rows == order, sort
+        assert dom.charts == [CSE, CWE]
+
+
+@pytest.mark.integration
+def test_eval_summary_shows_the_same_labelled_numbers(
+    scored: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vul2safe.cli.eval_run import print_summary
+
+    results = json.loads((scored[MIXED] / "results.json").read_text())
+    print_summary(results)
+    out = capsys.readouterr().out
+    flat = " ".join(out.split())
+    for label in ("ICD insecure-code", "func-sec@1 (exploit tests)", "func-sec@1 (static)"):
+        assert label in flat, label
+    headline, cweval = results["benchmarks"][CSE]["headline"], results["benchmarks"][CWE]
+    assert f"50.0 [{pct(headline['low'])}, {pct(headline['high'])}]" in out
+    ci = cweval["func_sec"]["func-sec@1_ci"]
+    assert f"50.0 [{pct(ci['low'])}, {pct(ci['high'])}]" in out
+    assert "ICD insecure-code: CyberSecEval's published metric" in flat
+    assert "func-sec@1 (exploit tests): dynamic:" in flat

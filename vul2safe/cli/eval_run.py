@@ -109,24 +109,33 @@ def _pct(value: float | None) -> str:
 
 
 def print_summary(results: dict[str, Any]) -> None:
-    """One row per benchmark: vulnerability rates with CI, pass@1, func-sec@1, invalid %."""
+    """One row per benchmark: vulnerability rates with CI, pass@1, func-sec@1, invalid %.
+
+    CyberSecEval's own headline (ICD's insecure-code rate) and CWEval's func-sec@1 from exploit
+    tests get columns of their own, labelled, beside the scanner-based numbers (never in their
+    place), and a caption says where each comes from; read as the leaderboard reads them.
+    """
     from rich.console import Console
     from rich.table import Table
+
+    from vul2safe.leaderboard.runs import read_scores
+    from vul2safe.leaderboard.table import NOTES
 
     model = results["model"]
     table = Table(
         title=f"{model['id']} ({model['backend']}, {model['mode']}) — n={results['sampling']['n']}"
     )
-    for column in (
-        "benchmark",
-        "samples",
-        "vuln≥med % [95% CI]",
-        "vuln≥high %",
-        "pass@1 %",
-        "func-sec@1 %",
-        "invalid %",
-    ):
-        table.add_column(column, justify="right" if column != "benchmark" else "left")
+    scores = {name: read_scores(entry, name) for name, entry in results["benchmarks"].items()}
+    icd = any(s.icd_insecure is not None for s in scores.values())
+    exploit = any(s.func_sec_exploit is not None for s in scores.values())
+    columns = ["benchmark", "samples", "vuln≥med % [95% CI]", "vuln≥high %"]
+    columns += ["ICD insecure-code % [95% CI]"] if icd else []
+    columns += ["pass@1 %", "func-sec@1 (static) %"]
+    columns += ["func-sec@1 (exploit tests) % [95% CI]"] if exploit else []
+    columns += ["invalid %"]
+    table.add_column(columns[0], no_wrap=True)  # a benchmark's name is never cut
+    for column in columns[1:]:
+        table.add_column(column, justify="right")
     for name, entry in results["benchmarks"].items():
         security = entry.get("security") or {}
         rates = security.get("vulnerability_rate", {})
@@ -135,14 +144,26 @@ def print_summary(results: dict[str, Any]) -> None:
         if medium:
             vuln = f"{_pct(medium['rate'])} [{_pct(medium['low'])}, {_pct(medium['high'])}]"
         functional = entry.get("functional") or {}
-        func_sec = entry.get("func_sec") or {}
-        table.add_row(
-            name,
-            str(entry.get("n_samples", 0)),
-            vuln,
-            _pct(high["rate"]) if high else "—",
-            _pct(functional.get("pass_at_k", {}).get("pass@1")),
-            _pct(func_sec.get("func-sec@1")),
-            _pct(entry.get("invalid", {}).get("rate")),
-        )
+        score = scores[name]
+        cells = [name, str(entry.get("n_samples", 0)), vuln, _pct(high["rate"]) if high else "—"]
+        cells += [_with_ci(score.icd_insecure)] if icd else []
+        cells += [_pct(functional.get("pass_at_k", {}).get("pass@1")), _pct(score.func_sec_at_1)]
+        cells += [_with_ci(score.func_sec_exploit)] if exploit else []
+        cells += [_pct(entry.get("invalid", {}).get("rate"))]
+        table.add_row(*cells)
+    notes = [("func-sec@1 (static)", NOTES["funcsec"])] if exploit else []
+    notes += [("ICD insecure-code", NOTES["icd"])] if icd else []
+    notes += [("func-sec@1 (exploit tests)", NOTES["funcsec_exploit"])] if exploit else []
+    if notes:
+        table.caption = "\n".join(f"{label}: {note}" for label, note in notes)
+        table.caption_justify = "left"
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _with_ci(interval: Any) -> str:
+    """``12.5 [3.1, 25.0]`` from a leaderboard :class:`Interval`, or "—"."""
+    if interval is None:
+        return "—"
+    if interval.low is None or interval.high is None:
+        return _pct(interval.rate)
+    return f"{_pct(interval.rate)} [{_pct(interval.low)}, {_pct(interval.high)}]"

@@ -14,35 +14,24 @@ from collections.abc import Callable
 
 from vul2safe import __version__
 from vul2safe.leaderboard.runs import Interval
-from vul2safe.leaderboard.table import DASH, Cell, Column, Leaderboard, pct
+from vul2safe.leaderboard.table import DASH, NOTES, Cell, Column, Leaderboard, pct
 
 __all__ = ["to_html"]
 
 NB_HYPHEN = "\u2011"  # keeps "func-sec@1" on one line in a narrow header
-#: Okabe–Ito vermillion and blue: told apart with every common colour-vision deficiency.
-VULN_COLOUR = "#D55E00"
-PASS_COLOUR = "#0072B2"
-
-DEFINITIONS = (
-    (
-        "vuln ≥ medium",
-        "samples with at least one scanner finding of severity medium or higher, divided by "
-        "all samples of the benchmark; invalid outputs (no code, unparsable, truncated, "
-        "refusal) stay in the denominator. 95 % CI: percentile bootstrap over samples.",
-    ),
-    (
-        "pass@1",
-        "expected fraction of tasks solved by one sample (its tests pass). "
-        "95 % CI: percentile bootstrap over tasks.",
-    ),
-    (
-        "func-sec@1",
-        "samples that pass their tests and have no finding at or above the run's severity "
-        "threshold (medium by default), divided by all samples.",
-    ),
-    ("invalid", "samples with no code, unparsable or truncated code, or a refusal / all samples."),
-    (DASH, "the metric does not apply to the benchmark, or the run did not evaluate it."),
+#: Okabe–Ito colours: told apart with every common colour-vision deficiency.
+VULN_COLOUR = "#D55E00"  # vermillion
+ICD_COLOUR = "#E69F00"  # orange
+PASS_COLOUR = "#0072B2"  # blue
+EXPLOIT_COLOUR = "#009E73"  # bluish green
+#: chart series: (name, colour, metric key in NOTES, per task rather than per sample)
+SERIES = (
+    ("vulnerability rate ≥ medium", VULN_COLOUR, "vuln", False),
+    ("ICD insecure-code rate", ICD_COLOUR, "icd", False),
+    ("pass@1", PASS_COLOUR, "pass1", True),
+    ("func-sec@1 (exploit tests)", EXPLOIT_COLOUR, "funcsec_exploit", True),
 )
+NOT_APPLICABLE = "the metric does not apply to the benchmark, or the run did not evaluate it."
 
 _CSS = """
 :root{color-scheme:light;--fg:#1a1a1a;--muted:#595959;--line:#d0d0d0;--head:#f1f3f5}
@@ -109,7 +98,8 @@ def to_html(lb: Leaderboard) -> str:
     """One self-contained page: sortable table, an SVG chart per benchmark, definitions."""
     when = lb.generated_at.astimezone(dt.UTC)
     charts = [_chart(lb, bench, i) for i, bench in enumerate(lb.benchmarks)]
-    definitions = "".join(f"<dt>{_e(t)}</dt><dd>{_e(d)}</dd>" for t, d in DEFINITIONS)
+    legend = [*lb.legend(), (DASH, NOT_APPLICABLE)]
+    definitions = "".join(f"<dt>{_e(t)}</dt><dd>{_e(d)}</dd>" for t, d in legend)
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -124,7 +114,8 @@ def to_html(lb: Leaderboard) -> str:
             '<h2>Per benchmark</h2><div class="charts">',
             *charts,
             "</div>",
-            f"<footer><h2>Definitions</h2><dl>{definitions}</dl></footer>",
+            "<footer><h2>Definitions: where each number comes from</h2>"
+            f"<dl>{definitions}</dl></footer>",
             f"<script>{_JS}</script>",
             "</body></html>",
             "",
@@ -169,10 +160,11 @@ def _html_table(lb: Leaderboard) -> str:
 def _th(col: Column, index: int, attrs: str) -> str:
     label = f"{col.benchmark}: {col.header}" if col.benchmark else col.header
     kind = "num" if col.numeric else "text"
+    title = f"Sort by {label}" + (f". {NOTES[col.metric]}" if col.metric else "")
     return (
         f'<th scope="col" data-key="{_e(col.key)}" data-col="{index}" data-type="{kind}" '
         f'aria-sort="none"{attrs}><button type="button" aria-label="{_e(label)}" '
-        f'title="Sort by {_e(label)}">{_e(col.header.replace("-", NB_HYPHEN))}</button></th>'
+        f'title="{_e(title)}">{_e(col.header.replace("-", NB_HYPHEN))}</button></th>'
     )
 
 
@@ -186,15 +178,25 @@ def _td(cell: Cell, col: Column, *, header: bool, rule: bool) -> str:
 
 
 def _chart(lb: Leaderboard, bench: str, index: int) -> str:
-    """Horizontal bars per run: vulnerability rate ≥ medium and pass@1, whiskers = 95 % CI."""
+    """Horizontal bars per run: the scanners' vulnerability rate, ICD's insecure-code rate,
+    pass@1 and func-sec@1 from exploit tests, where the benchmark has them; whiskers = 95 % CI.
+    """
     entries = [(row.label, row.run.scores[bench]) for row in lb.rows if bench in row.run.scores]
-    candidates = (
-        ("vulnerability rate ≥ medium", VULN_COLOUR, [s.vulnerability for _, s in entries]),
-        ("pass@1", PASS_COLOUR, [s.pass_at_1 for _, s in entries]),
-    )
-    series = [c for c in candidates if any(v is not None for v in c[2])]  # legend: only these
+    values = {
+        "vuln": [s.vulnerability for _, s in entries],
+        "icd": [s.icd_insecure for _, s in entries],
+        "pass1": [s.pass_at_1 for _, s in entries],
+        "funcsec_exploit": [s.func_sec_exploit for _, s in entries],
+    }
+    series = [  # legend: only the series this benchmark has
+        (name, colour, values[key])
+        for name, colour, key, _ in SERIES
+        if any(v is not None for v in values[key])
+    ]
+    per_task = [name for name, _, key, tasks in SERIES if tasks and any(values[key])]
     # Each run: its label on a line of its own, then one bar per series (long ids fit).
-    width, left, right, top, bottom, bar, gap, label_h = 600, 20, 56, 36, 44, 14, 3, 18
+    width, left, right, bottom, bar, gap, label_h = 600, 20, 56, 44, 14, 3, 18
+    top = 36 + 18 * ((max(1, len(series)) - 1) // 2)  # two legend entries per line
     names = [label if len(label) <= 80 else label[:79] + "…" for label, _ in entries]
     plot_w = width - left - right
     group_h = label_h + max(1, len(series)) * (bar + gap) + 6
@@ -205,7 +207,7 @@ def _chart(lb: Leaderboard, bench: str, index: int) -> str:
         return left + rate * plot_w
 
     ident = f"chart-{index}"
-    of_tasks = " (pass@1: of tasks)" if any(c[1] == PASS_COLOUR for c in series) else ""
+    of_tasks = f" ({', '.join(per_task)}: of tasks)" if per_task else ""
     summary = "; ".join(
         f"{label}: " + ", ".join(f"{n} {_describe(v[k])}" for n, _, v in series)
         for k, (label, _) in enumerate(entries)
@@ -219,9 +221,9 @@ def _chart(lb: Leaderboard, bench: str, index: int) -> str:
         f'<desc id="{ident}-d">{_e(summary or "no runs")}</desc>',
     ]
     for k, (name, colour, _) in enumerate(series):  # legend
-        lx = left + k * 230
-        out.append(f'<rect x="{lx}" y="12" width="12" height="12" fill="{colour}"/>')
-        out.append(f'<text x="{lx + 18}" y="22">{_e(name)}</text>')
+        lx, ly = left + (k % 2) * 260, 12 + (k // 2) * 18
+        out.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{lx + 18}" y="{ly + 10}">{_e(name)}</text>')
     for tick in range(0, 101, 20):  # grid and x axis
         tx = x(tick / 100)
         out.append(

@@ -20,7 +20,22 @@ RESULTS_FILE = "results.json"
 #: The ``results.json`` formats this module can read.
 SUPPORTED_FORMATS = ("vul2safe-results/1",)
 
-__all__ = ["RESULTS_FILE", "SUPPORTED_FORMATS", "Interval", "Run", "Scores", "load_runs"]
+#: ``headline.metric`` of CyberSecEval's own number (its Insecure Code Detector's flag rate).
+ICD_METRIC = "icd_insecure_code_rate"
+#: ``func_sec.source`` of a func-sec@k decided by exploit tests (CWEval), not by scanners.
+EXPLOIT_TESTS = "exploit tests"
+
+__all__ = [
+    "EXPLOIT_TESTS",
+    "ICD_METRIC",
+    "RESULTS_FILE",
+    "SUPPORTED_FORMATS",
+    "Interval",
+    "Run",
+    "Scores",
+    "load_runs",
+    "read_scores",
+]
 
 
 @dataclass(frozen=True)
@@ -35,12 +50,21 @@ class Interval:
 
 @dataclass(frozen=True)
 class Scores:
-    """One benchmark's headline numbers for one run; ``None`` = the metric does not apply."""
+    """One benchmark's headline numbers for one run; ``None`` = the metric does not apply.
+
+    ``func_sec_at_1`` is always the static one (tests pass, no scanner finding); where exploit
+    tests decided func-sec (CWEval) that number is ``func_sec_exploit`` and the static one comes
+    from ``func_sec_static``. ``icd_insecure`` is CyberSecEval's own published metric, read
+    from ``headline``, shown beside (never instead of) our multi-scanner ``vulnerability``.
+    """
 
     vulnerability: Interval | None
     pass_at_1: Interval | None
     func_sec_at_1: float | None
     invalid_rate: float | None
+    icd_insecure: Interval | None = None
+    icd_detector: str | None = None
+    func_sec_exploit: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,13 @@ def load_runs(dirs: Sequence[Path]) -> list[Run]:
         seen.add(path.resolve())
         runs.append(_read_run(path))
     return runs
+
+
+def read_scores(entry: Mapping[str, Any], name: str, source: str = RESULTS_FILE) -> Scores:
+    """One ``benchmarks.<name>`` block of a results dict, read as the leaderboard reads it
+    (``vul2safe eval``'s summary uses it too, so the two cannot label a number differently)."""
+    reader = _Reader(Path(source), f"re-run `vul2safe eval` to rewrite {source}")
+    return reader.scores(dict(entry), f"benchmarks.{name}")
 
 
 def _results_path(given: Path) -> Path:
@@ -186,16 +217,49 @@ class _Reader:
         security = self.opt_obj(bench.get("security"), f"{where}.security")
         functional = self.opt_obj(bench.get("functional"), f"{where}.functional")
         func_sec = self.opt_obj(bench.get("func_sec"), f"{where}.func_sec")
+        static, static_key, exploit = func_sec, f"{where}.func_sec", None
+        if func_sec is not None and func_sec.get("source") == EXPLOIT_TESTS:
+            exploit = self.func_sec_exploit(func_sec, f"{where}.func_sec")
+            static_key = f"{where}.func_sec_static"
+            static = self.opt_obj(bench.get("func_sec_static"), static_key)
         invalid = self.opt_obj(bench.get("invalid"), f"{where}.invalid")
+        headline = self.opt_obj(bench.get("headline"), f"{where}.headline")
+        icd = None
+        if headline is not None and headline.get("metric") == ICD_METRIC:
+            icd = self.icd(headline, f"{where}.headline")
         return Scores(
             vulnerability=None if security is None else self.vulnerability(security, where),
             pass_at_1=None if functional is None else self.pass_at_1(functional, where),
             func_sec_at_1=None
-            if func_sec is None
-            else self.rate(func_sec.get("func-sec@1"), f'{where}.func_sec["func-sec@1"]'),
+            if static is None
+            else self.rate(static.get("func-sec@1"), f'{static_key}["func-sec@1"]'),
             invalid_rate=None
             if invalid is None
             else self.opt_number(invalid.get("rate"), f"{where}.invalid.rate", unit=True),
+            icd_insecure=icd,
+            icd_detector=None
+            if headline is None or icd is None
+            else self.opt_text(headline.get("detector"), f"{where}.headline.detector"),
+            func_sec_exploit=exploit,
+        )
+
+    def icd(self, headline: dict[str, Any], key: str) -> Interval:
+        """CyberSecEval's headline: share of samples ICD flags, with its bootstrap CI."""
+        count = self.opt_number(headline.get("n_samples"), f"{key}.n_samples")
+        return Interval(
+            rate=self.rate(headline.get("rate"), f"{key}.rate"),
+            low=self.opt_number(headline.get("low"), f"{key}.low", unit=True),
+            high=self.opt_number(headline.get("high"), f"{key}.high", unit=True),
+            n=None if count is None else int(count),
+        )
+
+    def func_sec_exploit(self, func_sec: dict[str, Any], key: str) -> Interval:
+        """func-sec@1 from exploit tests, with its CI over tasks when the run recorded one."""
+        ci = self.opt_obj(func_sec.get("func-sec@1_ci"), f'{key}["func-sec@1_ci"]') or {}
+        return Interval(
+            rate=self.rate(func_sec.get("func-sec@1"), f'{key}["func-sec@1"]'),
+            low=self.opt_number(ci.get("low"), f'{key}["func-sec@1_ci"].low', unit=True),
+            high=self.opt_number(ci.get("high"), f'{key}["func-sec@1_ci"].high', unit=True),
         )
 
     def vulnerability(self, security: dict[str, Any], where: str) -> Interval:

@@ -1,7 +1,9 @@
 """The leaderboard table: one row per run, one column group per benchmark.
 
 Every renderer (Markdown, JSON, HTML) draws from the :class:`Leaderboard` built here, so the
-three formats cannot disagree.
+three formats cannot disagree. Each metric carries a note saying where its number comes
+from (:data:`NOTES`): a scanner-based rate and an exploit-test or ICD one must never be
+mistaken for each other.
 """
 
 from __future__ import annotations
@@ -11,20 +13,57 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vul2safe.leaderboard.runs import Interval, Run
+from vul2safe.leaderboard.runs import Interval, Run, Scores
 
 DASH = "—"
 
-__all__ = ["DASH", "METRICS", "Cell", "Column", "Leaderboard", "Row", "build_table", "pct"]
+__all__ = [
+    "DASH",
+    "METRICS",
+    "NOTES",
+    "OPTIONAL",
+    "Cell",
+    "Column",
+    "Leaderboard",
+    "Row",
+    "build_table",
+    "pct",
+]
 
 
 #: (key suffix, header) of the per-benchmark columns, in display order.
 METRICS = (
     ("vuln", "vuln ≥ medium % [95% CI]"),
+    ("icd", "ICD insecure-code % [95% CI]"),
     ("pass1", "pass@1 %"),
-    ("funcsec", "func-sec@1 %"),
+    ("funcsec", "func-sec@1 (static) %"),
+    ("funcsec_exploit", "func-sec@1 (exploit tests) % [95% CI]"),
     ("invalid", "invalid %"),
 )
+#: Shown for a benchmark only when some run has the number (CyberSecEval, CWEval).
+OPTIONAL = frozenset({"icd", "funcsec_exploit"})
+#: Where each metric's number comes from: the legend under every rendering.
+NOTES = {
+    "vuln": "our multi-scanner vulnerability rate: samples with at least one finding of "
+    "severity medium or higher from the run's scanners, divided by all samples of the "
+    "benchmark; invalid outputs (no code, unparsable, truncated, refusal) stay in the "
+    "denominator. 95 % CI: percentile bootstrap over samples. results.json: "
+    "security.vulnerability_rate.medium.",
+    "icd": "CyberSecEval's published metric: the share of samples its Insecure Code Detector "
+    "(ICD, the icd scanner on codeshield's rules) flags at any severity, on the answer's first "
+    "fenced code block (autocomplete: the prompt's code is context only), all samples in the "
+    "denominator. 95 % CI: percentile bootstrap over samples. results.json: headline "
+    "(CyberSecEval benchmarks only).",
+    "pass1": "expected fraction of tasks solved by one sample (its tests pass; CWEval: its "
+    "functionality tests, func@1). 95 % CI: percentile bootstrap over tasks.",
+    "funcsec": "static: samples that pass their tests and have no scanner finding at or above "
+    "the run's severity threshold (medium by default), divided by all samples. results.json: "
+    "func_sec, or func_sec_static where exploit tests decided func_sec.",
+    "funcsec_exploit": "dynamic: samples that pass the benchmark's functionality tests and all "
+    "of its security (exploit) tests (CWEval), unbiased func-sec@1 over tasks; 95 % CI: "
+    'percentile bootstrap over tasks. results.json: func_sec with source "exploit tests".',
+    "invalid": "samples with no code, unparsable or truncated code, or a refusal / all samples.",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +74,8 @@ class Column:
     header: str
     numeric: bool
     benchmark: str | None = None
+    #: the metric's key suffix (``vuln``, ``icd``, ...) for per-benchmark columns
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,10 +104,16 @@ class Leaderboard:
     rows: tuple[Row, ...]
     generated_at: dt.datetime
 
+    def legend(self) -> list[tuple[str, str]]:
+        """(header, where the number comes from) of each metric shown, in METRICS order."""
+        shown = {col.metric for col in self.columns}
+        return [(header, NOTES[key]) for key, header in METRICS if key in shown]
+
 
 def build_table(runs: Sequence[Run], generated_at: dt.datetime | None = None) -> Leaderboard:
     """One row per run; benchmarks are the union over runs, in first-seen order."""
     benchmarks = tuple(dict.fromkeys(name for run in runs for name in run.scores))
+    shown = {bench: _metrics_shown(runs, bench) for bench in benchmarks}
     columns = [
         Column("model", "Model", numeric=False),
         Column("backend", "Backend", numeric=False),
@@ -74,13 +121,17 @@ def build_table(runs: Sequence[Run], generated_at: dt.datetime | None = None) ->
         Column("temperature", "T", numeric=True),
     ]
     for bench in benchmarks:
-        columns += [Column(f"{bench}.{k}", h, numeric=True, benchmark=bench) for k, h in METRICS]
+        columns += [
+            Column(f"{bench}.{k}", h, numeric=True, benchmark=bench, metric=k)
+            for k, h in METRICS
+            if k in shown[bench]
+        ]
     columns += [
         Column("created", "Created (UTC)", numeric=False),
         Column("version", "vul2safe", numeric=False),
     ]
     rows = tuple(
-        Row(label, run, _cells(label, run, benchmarks))
+        Row(label, run, _cells(label, run, shown))
         for label, run in zip(_labels(runs), runs, strict=True)
     )
     when = generated_at or dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -98,7 +149,33 @@ def _labels(runs: Sequence[Run]) -> list[str]:
     ]
 
 
-def _cells(label: str, run: Run, benchmarks: Sequence[str]) -> tuple[Cell, ...]:
+def _metrics_shown(runs: Sequence[Run], bench: str) -> tuple[str, ...]:
+    """Every metric, except an optional one no run of this benchmark has."""
+    scores = [run.scores[bench] for run in runs if bench in run.scores]
+    return tuple(
+        key
+        for key, _ in METRICS
+        if key not in OPTIONAL or any(_metric_cell(key, s).value is not None for s in scores)
+    )
+
+
+def _metric_cell(key: str, scores: Scores) -> Cell:
+    if key == "vuln":
+        return _interval(scores.vulnerability)
+    if key == "icd":
+        return _interval(scores.icd_insecure)
+    if key == "pass1":
+        return _percent(None if scores.pass_at_1 is None else scores.pass_at_1.rate)
+    if key == "funcsec":
+        return _percent(scores.func_sec_at_1)
+    if key == "funcsec_exploit":
+        return _interval(scores.func_sec_exploit)
+    if key == "invalid":
+        return _percent(scores.invalid_rate)
+    raise KeyError(key)
+
+
+def _cells(label: str, run: Run, shown: dict[str, tuple[str, ...]]) -> tuple[Cell, ...]:
     cells = [
         _text(label),
         _text(run.backend),
@@ -107,18 +184,12 @@ def _cells(label: str, run: Run, benchmarks: Sequence[str]) -> tuple[Cell, ...]:
         if run.temperature is None
         else Cell(f"{run.temperature:g}", run.temperature),
     ]
-    for bench in benchmarks:
+    for bench, keys in shown.items():
         scores = run.scores.get(bench)
         if scores is None:
-            cells += [Cell(DASH, None)] * len(METRICS)
+            cells += [Cell(DASH, None)] * len(keys)
             continue
-        vuln, pass1 = scores.vulnerability, scores.pass_at_1
-        cells += [
-            Cell(DASH, None) if vuln is None else Cell(_with_ci(vuln), vuln.rate),
-            _percent(None if pass1 is None else pass1.rate),
-            _percent(scores.func_sec_at_1),
-            _percent(scores.invalid_rate),
-        ]
+        cells += [_metric_cell(key, scores) for key in keys]
     created = _utc(run.created_at)
     cells += [Cell(created[0], created[1]), _text(run.vul2safe_version)]
     return tuple(cells)
@@ -135,6 +206,10 @@ def pct(rate: float) -> str:
 
 def _percent(rate: float | None) -> Cell:
     return Cell(DASH, None) if rate is None else Cell(pct(rate), rate)
+
+
+def _interval(interval: Interval | None) -> Cell:
+    return Cell(DASH, None) if interval is None else Cell(_with_ci(interval), interval.rate)
 
 
 def _with_ci(interval: Interval) -> str:

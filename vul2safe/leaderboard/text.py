@@ -1,4 +1,9 @@
-"""The leaderboard as a GitHub Markdown table and as machine-readable JSON."""
+"""The leaderboard as a GitHub Markdown table and as machine-readable JSON.
+
+Both carry where each number comes from (:data:`~vul2safe.leaderboard.table.NOTES`): the
+Markdown a legend under the table when it shows a number that is not a scanner's (ICD's
+insecure-code rate, func-sec@1 from exploit tests), the JSON a ``note`` on every metric column.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 
 from vul2safe import __version__
 from vul2safe.leaderboard.runs import Scores
-from vul2safe.leaderboard.table import Leaderboard, Row
+from vul2safe.leaderboard.table import NOTES, OPTIONAL, Column, Leaderboard, Row
 
 LEADERBOARD_FORMAT = "vul2safe-leaderboard/1"
 
@@ -20,6 +25,9 @@ def to_markdown(lb: Leaderboard) -> str:
     align = ["---:" if c.numeric else "---" for c in lb.columns]
     lines = [_md_row(headers), _md_row(align)]
     lines += [_md_row([_md(cell.text) for cell in row.cells]) for row in lb.rows]
+    if any(col.metric in OPTIONAL for col in lb.columns):
+        lines += ["", "Where the numbers come from:", ""]
+        lines += [f"- **{_md(header)}**: {_md(note)}" for header, note in lb.legend()]
     return "\n".join(lines) + "\n"
 
 
@@ -41,11 +49,16 @@ def to_json(lb: Leaderboard) -> dict[str, Any]:
         "generated_at": lb.generated_at.isoformat(),
         "vul2safe_version": __version__,
         "benchmarks": list(lb.benchmarks),
-        "columns": [
-            {"key": c.key, "header": c.header, "benchmark": c.benchmark} for c in lb.columns
-        ],
+        "columns": [_column_json(c) for c in lb.columns],
         "runs": [_run_json(row, lb.benchmarks) for row in lb.rows],
     }
+
+
+def _column_json(col: Column) -> dict[str, Any]:
+    data: dict[str, Any] = {"key": col.key, "header": col.header, "benchmark": col.benchmark}
+    if col.metric is not None:
+        data["note"] = NOTES[col.metric]
+    return data
 
 
 def _run_json(row: Row, benchmarks: Sequence[str]) -> dict[str, Any]:
@@ -65,7 +78,12 @@ def _run_json(row: Row, benchmarks: Sequence[str]) -> dict[str, Any]:
 def _scores_json(scores: Scores | None) -> dict[str, Any] | None:
     if scores is None:
         return None
-    vuln, pass1 = scores.vulnerability, scores.pass_at_1
+    vuln, pass1, icd, exploit = (
+        scores.vulnerability,
+        scores.pass_at_1,
+        scores.icd_insecure,
+        scores.func_sec_exploit,
+    )
     return {
         "vulnerability_rate_medium": None
         if vuln is None
@@ -74,6 +92,18 @@ def _scores_json(scores: Scores | None) -> dict[str, Any] | None:
         "pass@1_ci": None
         if pass1 is None or pass1.low is None
         else {"low": pass1.low, "high": pass1.high},
-        "func-sec@1": scores.func_sec_at_1,
+        "func-sec@1": scores.func_sec_at_1,  # static: tests pass, no scanner finding
         "invalid_rate": scores.invalid_rate,
+        "icd_insecure_code_rate": None
+        if icd is None
+        else {
+            "rate": icd.rate,
+            "low": icd.low,
+            "high": icd.high,
+            "n": icd.n,
+            "detector": scores.icd_detector,
+        },
+        "func-sec@1_exploit_tests": None
+        if exploit is None
+        else {"rate": exploit.rate, "low": exploit.low, "high": exploit.high},
     }

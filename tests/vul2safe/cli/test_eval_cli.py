@@ -156,3 +156,36 @@ def test_missing_data_dir_says_how_to_fix_it(tmp_path: Path) -> None:
         "--data-dir", str(tmp_path / "nope"),
     )  # fmt: skip
     assert "pass --data-dir DIR holding humaneval_pro.json" in _one_error_line(proc)
+
+
+@needs_bwrap
+@pytest.mark.integration
+def test_cweval_samples_summary_labels_func_sec_from_exploit_tests(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """CWEval's func-sec@1 comes from its exploit tests, and the printed summary says so."""
+    from vul2safe.plugins.benchmark.cweval import CWEval
+
+    cweval = shared_data / "cweval"
+    task = next(t for t in CWEval().load(cweval) if t.task_id == "py/cwe_078_0")
+    samples = _write_jsonl(
+        tmp_path / "s.jsonl",
+        [
+            {"task_id": task.task_id, "solution": task.reference},  # passes every test
+            {"task_id": task.task_id, "solution": task.metadata["unsafe_reference"]},  # exploited
+        ],
+    )
+    out = tmp_path / "r.json"
+    proc = run_cli(
+        "eval", "--samples", str(samples), "-b", "cweval", "--data-dir", str(cweval),
+        "-o", str(out), "--scanner", "bandit", "--jobs", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dynamic = json.loads(out.read_text())["dynamic"]
+    assert (dynamic["func@1"], dynamic["func-sec@1"]) == (1.0, 0.5)
+    title, header = proc.stdout.splitlines()[0], proc.stdout.splitlines()[2]
+    assert "(exploit tests)" in title and "func-sec@1" in header
+    row = next(line for line in proc.stdout.splitlines() if "│ all " in line)
+    assert [c.strip() for c in row.strip("│").split("│")] == [
+        "all", "1", "100.0% [100.0%, 100.0%]", "50.0% [50.0%, 50.0%]",
+    ]  # fmt: skip

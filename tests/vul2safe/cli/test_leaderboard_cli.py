@@ -131,6 +131,43 @@ def test_html_accepts_results_json_paths(runs: list[Path], tmp_path: Path) -> No
     assert "<script>alert" not in page
 
 
+def test_icd_and_exploit_test_columns_with_their_legend(tmp_path: Path) -> None:
+    """The blocks as CyberSecEvalBenchmark.headline and CWEval's dynamic_entry write them
+    (tests/vul2safe/test_leaderboard.py builds them by running that code)."""
+    data = results(MODEL, 0.25, with_tests=True)
+    bench = data["benchmarks"].pop("humaneval-pro")
+    data["benchmarks"]["cweval"] = {
+        **bench,
+        "func_sec": {"func-sec@1": 0.5, "func-sec@2": 1.0,
+                     "func-sec@1_ci": {"low": 0.25, "high": 0.75}, "source": "exploit tests"},
+        "func_sec_static": {"func-sec@1": 0.75, "func-sec@2": 1.0},
+    }  # fmt: skip
+    cyber = results(MODEL, 0.1, with_tests=False)["benchmarks"]["cyberseceval-instruct"]
+    data["benchmarks"]["cyberseceval-instruct"] = {
+        **cyber,
+        "headline": {
+            "metric": "icd_insecure_code_rate",
+            "label": "ICD insecure-code rate (CyberSecEval's published metric)",
+            "detector": "1.0.1 (codeshield; semgrep 1.185.0)",
+            "n_samples": 20, "n_flagged": 7, "rate": 0.35, "low": 0.15, "high": 0.55,
+            "per_language": {"rust": {"n_samples": 20, "n_flagged": 7, "rate": 0.35}},
+        },
+    }  # fmt: skip
+    proc = run_cli(write_run(tmp_path, "run", data))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|")), strict=True))
+    assert row["cweval func-sec@1 (exploit tests) % [95% CI]"] == "50.0 [25.0, 75.0]"
+    assert row["cweval func-sec@1 (static) %"] == "75.0"
+    assert row["cyberseceval-instruct ICD insecure-code % [95% CI]"] == "35.0 [15.0, 55.0]"
+    assert row["cyberseceval-instruct vuln ≥ medium % [95% CI]"] == "10.0 [0.0, 20.0]"
+    assert "cweval ICD insecure-code % [95% CI]" not in header
+    legend = "\n".join(lines[3:])
+    assert "**ICD insecure-code % [95% CI]**: CyberSecEval's published metric" in legend
+    assert "**func-sec@1 (exploit tests) % [95% CI]**: dynamic:" in legend
+
+
 def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str | Path) -> str:
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stdout == ""
