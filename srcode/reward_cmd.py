@@ -1,10 +1,11 @@
 """``srcode reward``: score samples with the training reward and show it per token.
 
 A user debugging a reward wants to see which tokens it pays and charges. Input: JSONL
-lines ``{id, prompt, response, language, reference?, secure_spans?, tests?}``
+lines ``{id, prompt, response, language, reference?, secure_spans?, tests?, finish_reason?}``
 (``reference`` is the fix; its ``secure_spans`` -- ``[[start, end], ...]`` into it, as in
 srcode's rl rows -- are the secure snippets; without spans every non-blank reference line
-is one; ``tests`` is Python test code run in the sandbox after the answer). Output: JSONL
+is one; ``tests`` is Python test code run in the sandbox after the answer;
+``finish_reason`` is the generator's, ``"length"`` marking a truncated output). Output: JSONL
 ``{id, reward, terms, tokens, ...}`` (``tokens``: ``[[text, reward], ...]``, rewards summing
 to ``reward``) or, with ``--format html``, one self-contained page with a heat map.
 
@@ -26,7 +27,16 @@ from vul2safe.errors import InputError, UsageError
 __all__ = ["read_reward_samples", "regex_offsets", "run_reward", "score_reward_samples"]
 
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\d+|\s+|.", re.DOTALL)
-_FIELDS = {"id", "prompt", "response", "language", "reference", "secure_spans", "tests"}
+_FIELDS = {
+    "id",
+    "prompt",
+    "response",
+    "language",
+    "reference",
+    "secure_spans",
+    "tests",
+    "finish_reason",
+}
 
 
 def regex_offsets(text: str) -> list[tuple[int, int]]:
@@ -59,7 +69,7 @@ def read_reward_samples(path: Path) -> list[dict[str, Any]]:
         for key in ("prompt", "response", "language"):
             if not isinstance(row[key], str):
                 raise InputError(f"{where}: {key!r} must be a string")
-        for key in ("reference", "tests"):
+        for key in ("reference", "tests", "finish_reason"):
             if row.get(key) is not None and not isinstance(row[key], str):
                 raise InputError(f"{where}: {key!r} must be a string")
         unknown = sorted(set(row) - _FIELDS)
@@ -137,17 +147,22 @@ def score_reward_samples(
                 language=row["language"],
                 secure_snippets=_snippets(row),
                 tests=row.get("tests") or None,
+                finish_reason=row.get("finish_reason"),
             )
         )
     batch = scorer(rollouts)
     records = []
     for row, rollout, scored in zip(rows, rollouts, batch.rollouts, strict=True):
         rewards = [round(float(r), 6) for r in scored.rewards]
+        terms = scored.breakdown.terms()
+        # An empty response has no token to carry its terms; its reward is still theirs
+        # (invalid: -3), never a free 0 above every vulnerable answer.
+        total = float(scored.rewards.sum()) if rewards else sum(terms.values())
         records.append(
             {
                 "id": row["id"],
-                "reward": round(float(scored.rewards.sum()), 6),
-                "terms": {k: round(v, 6) for k, v in scored.breakdown.terms().items()},
+                "reward": round(total, 6),
+                "terms": {k: round(v, 6) for k, v in terms.items()},
                 "tokens": [
                     [rollout.response[s:e], r]
                     for (s, e), r in zip(rollout.offsets, rewards, strict=True)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from srcode.rewards.code import CodeSegment, code_segments
+from srcode.rewards.code import CodeSegment, code_segments, defuse_suppressions
 from srcode.rewards.config import RewardConfig, reward_config_from_options
 from srcode.rewards.functional import implements_statically, run_tests
 from srcode.rewards.spans import Span
@@ -173,7 +173,8 @@ class RolloutScorer:
         for index, pieces in enumerate(segments):
             for part, segment in enumerate(pieces):
                 sid = f"rollout-{index}-{part}"
-                sample = Sample(sid, segment.code, segment.language, path=sid)
+                code = defuse_suppressions(segment.code)  # no `# nosec` in policy output
+                sample = Sample(sid, code, segment.language, path=sid)
                 shells.append((segment, SampleResult(sample)))
         started = time.perf_counter()
         if shells:
@@ -182,6 +183,7 @@ class RolloutScorer:
         for segment, result in shells:
             ok = [report for report in result.reports if report.ok]
             segment.scanned = result.error is None and bool(ok)
+            segment.failed = bool(result.reports) and not ok
             segment.findings = [finding for report in ok for finding in report.findings]
         return time.perf_counter() - started
 
@@ -254,7 +256,8 @@ class RolloutScorer:
                 segments=pieces,
                 functional=implemented,
                 invalid=invalid,
-                scanned=bool(pieces) and all(s.scanned for s in pieces),
+                scanned=_all_scanned(pieces),
+                unscannable=any(s.failed and not s.optional for s in pieces),
                 config=self.config,
             )
             rewards = breakdown.total()
@@ -267,7 +270,7 @@ class RolloutScorer:
                     ext.status.value,
                     ext.code,
                     primary.offset if primary else None,
-                    bool(pieces) and all(s.scanned for s in pieces),
+                    _all_scanned(pieces),
                     breakdown,
                     pieces,
                     implemented,
@@ -341,6 +344,11 @@ class ScannerReward:
         self.last_batch = batch
         self.last_log = batch.stats.to_log("scan/")
         return batch.rewards
+
+
+def _all_scanned(pieces: Sequence[CodeSegment]) -> bool:
+    """Every required piece was scanned (a second reading of a block may fail to scan)."""
+    return bool(pieces) and all(s.scanned for s in pieces if not s.optional)
 
 
 def secure_snippets(metadata: dict[str, Any]) -> tuple[str, ...]:

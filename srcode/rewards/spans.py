@@ -99,15 +99,35 @@ def _strip_span(text: str, start: int, end: int) -> Span:
     return start, end
 
 
+def _mapped_bounds(lines: _Lines, starts: Sequence[int], code_line: int) -> Span | None:
+    """Like :func:`_line_bounds` for code whose line ``k`` (1-based) starts at response
+    index ``starts[k - 1]`` (code salvaged from quoted, diff or doctest lines)."""
+    if code_line < 1 or code_line > len(starts):
+        return None
+    start = starts[code_line - 1]
+    end = lines.ends[lines.index_of(start)]
+    return min(start, end), end
+
+
 def _located_span(
-    text: str, lines: _Lines, finding: Finding, code_offset: int, code_indent: int
+    text: str,
+    lines: _Lines,
+    finding: Finding,
+    code_offset: int,
+    code_indent: int,
+    starts: Sequence[int] | None = None,
 ) -> Span | None:
-    first = _line_bounds(lines, code_offset, code_indent, finding.start_line)
+    def bounds(code_line: int) -> Span | None:
+        if starts:
+            return _mapped_bounds(lines, starts, code_line)
+        return _line_bounds(lines, code_offset, code_indent, code_line)
+
+    first = bounds(finding.start_line)
     if first is None:
         return None
-    available = len(lines.starts) - lines.index_of(code_offset)
+    available = len(starts) if starts else len(lines.starts) - lines.index_of(code_offset)
     end_line = min(max(finding.end_line, finding.start_line), available)
-    last = _line_bounds(lines, code_offset, code_indent, end_line)
+    last = bounds(end_line)
     assert last is not None  # end_line is clamped into the available lines
     whole_start, whole_end = _strip_span(text, first[0], last[1])
 

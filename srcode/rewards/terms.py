@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from srcode.rewards.code import CodeSegment
+from srcode.rewards.code import CodeSegment, inert_spans
 from srcode.rewards.config import RewardConfig
 from srcode.rewards.spans import Span, _Lines, _located_span, _offsets_tensor, _region_masks
 from vul2safe.schema import Finding, Severity
@@ -70,13 +70,17 @@ def secure_span_matches(
     start: int = 0,
     min_chars: int = 1,
     ranges: Sequence[Span] | None = None,
+    inert: Sequence[Span] = (),
 ) -> list[Span]:
     """Character spans of ``response`` that reproduce a reference secure span.
 
     Searched only inside ``ranges`` (the scanned code; default: from ``start`` to the end),
     a match lying wholly inside one range. At most one span per snippet -- its first match
     -- so repeating the fix earns nothing; snippets with fewer than ``min_chars`` non-blank
-    characters are skipped. Sorted by position; spans of different snippets may overlap.
+    characters are skipped. A match lying inside one ``inert`` span (a comment or a string
+    literal of the code), short of being all of it, does not count: the fix written there
+    does nothing. Sorted
+    by position; spans of different snippets may overlap.
     """
     where = sorted(ranges) if ranges is not None else [(start, len(response))]
     spans: list[Span] = []
@@ -84,11 +88,16 @@ def secure_span_matches(
         pattern = _snippet_pattern(snippet, min_chars)
         if pattern is None:
             continue
-        for low, high in where:
-            match = pattern.search(response, low, high)
-            if match is not None:
-                spans.append(match.span())
-                break
+        found = (
+            match.span()
+            for low, high in where
+            for match in pattern.finditer(response, low, high)
+            if not any(a <= match.start() and match.end() <= b for a, b in inert)
+            or match.span() in inert  # the snippet IS a literal (a parameterised query)
+        )
+        first = next(found, None)
+        if first is not None:
+            spans.append(first)
     return sorted(spans)
 
 
@@ -101,7 +110,8 @@ class RewardBreakdown:
 
     ``penalty`` and ``bonus`` are ``(T,)`` per-token terms; ``sequence`` is the scalar placed
     on the last token, ``sequence_terms`` its named parts (``invalid``, ``functional``,
-    ``clean``, ``unlocated``); ``findings`` are the ones that count (inside the response).
+    ``clean``, ``unlocated``, ``unscannable``); ``findings`` are the ones that count
+    (inside the response).
     """
 
     penalty: torch.Tensor
@@ -137,15 +147,18 @@ def reward_breakdown(
     functional: bool | None = None,
     invalid: bool = False,
     scanned: bool = True,
+    unscannable: bool = False,
     config: RewardConfig | None = None,
 ) -> RewardBreakdown:
     """Compute each term of :func:`token_level_rewards` (same arguments)."""
     import torch
 
     config = config or RewardConfig()
-    if segments is None:
+    if segments is None:  # the caller's findings for the one block it located: scanned
         segments = [
-            CodeSegment("", "", code_offset, code_indent, len(response_text), True, list(findings))
+            CodeSegment(
+                "", "", code_offset, code_indent, len(response_text), True, list(findings), True
+            )
         ]
     offsets_t = _offsets_tensor(offsets)
     n_tokens = offsets_t.shape[0]
@@ -165,7 +178,9 @@ def reward_breakdown(
                 counted.append(finding)
                 unlocated += config.vuln_penalty * weight
                 continue
-            span = _located_span(response_text, lines, finding, offset, segment.indent)
+            span = _located_span(
+                response_text, lines, finding, offset, segment.indent, segment.starts
+            )
             if not inside or span is None:
                 continue  # outside the response (e.g. in a prompt): not the model's doing
             counted.append(finding)
@@ -184,10 +199,14 @@ def reward_breakdown(
     # tokens no region penalised; nothing for invalid output or code that misses the task.
     bonus = torch.zeros(n_tokens, dtype=torch.float32)
     if secure_snippets and config.secure_bonus and not invalid and functional is not False:
-        ranges = [(s.offset, s.end) for s in segments if s.offset is not None]
+        ranges = [(s.offset, s.end) for s in segments if s.offset is not None and s.scanned]
         patterns = [s for s in secure_snippets if _snippet_pattern(s, config.secure_min_chars)]
         spans = secure_span_matches(
-            response_text, patterns, min_chars=config.secure_min_chars, ranges=ranges
+            response_text,
+            patterns,
+            min_chars=config.secure_min_chars,
+            ranges=ranges,
+            inert=inert_spans(response_text, list(segments)),
         )
         share = config.secure_bonus / len(patterns) if patterns else 0.0
         for span in spans:
@@ -201,6 +220,9 @@ def reward_breakdown(
     terms: dict[str, float] = {}
     if unlocated:
         terms["unlocated"] = unlocated
+    if unscannable and not invalid:  # scanners failed: costs one high finding, in the bound
+        room = config.max_vuln_penalty - (float(penalty.sum()) + unlocated)
+        terms["unscannable"] = max(config.vuln_penalty * config.weight_high, min(room, 0.0))
     if invalid:
         terms["invalid"] = config.invalid_penalty
     else:
@@ -222,7 +244,8 @@ def token_level_rewards(
     ``findings`` are located in the extracted code, which starts at ``code_offset`` in
     ``response_text`` (its later lines dedented by ``code_indent``; see
     :func:`~srcode.rewards.spans.locate_code`); or pass ``segments`` (every piece of code,
-    each with its own findings: :func:`~srcode.rewards.code.code_segments`). Findings
+    each with its own findings: :func:`~srcode.rewards.code.code_segments`; only those a
+    scanner read, ``scanned``, can earn the secure bonus). Findings
     outside the response are ignored; a segment with ``offset=None`` (not found in the
     response) puts each finding's penalty on the last token instead.
 
@@ -233,7 +256,10 @@ def token_level_rewards(
     reproduced inside the code. Last token: ``invalid_penalty`` if ``invalid``; else
     ``functional_bonus`` when ``functional`` is True, and ``clean_bonus`` when ``scanned``,
     no finding reaches ``clean_min_severity`` and ``functional`` is not False (None: not
-    measured). The KL term is separate (:func:`apply_kl`).
+    measured). ``unscannable`` (every scanner covering some piece of the code failed on
+    it, e.g. Bandit on a file declaring ``# coding: ascii``) costs one high finding
+    (``vuln_penalty * weight_high``, within ``max_vuln_penalty``): evading the scanner must
+    never pay more than being scanned. The KL term is separate (:func:`apply_kl`).
     """
     return reward_breakdown(response_text, offsets, findings, **kwargs).total()
 
