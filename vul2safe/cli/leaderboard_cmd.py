@@ -37,7 +37,8 @@ def leaderboard_command(
         typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout."),
     ] = None,
 ) -> None:
-    """Tabulate vulnerability rate, pass@1, func-sec@1 and invalid % per run and benchmark."""
+    """Tabulate vulnerability rate, ICD rate, pass@1, func-sec@1 (static and exploit tests)
+    and invalid % per run and benchmark."""
     from vul2safe import leaderboard
 
     table = leaderboard.build_table(leaderboard.load_runs(runs))
