@@ -255,6 +255,17 @@ def test_run_command_compiles_and_runs_asan_binaries(tmp_path: Path) -> None:
     assert "heap-buffer-overflow" in ran.stderr_tail
     missing = run_command(["no-such-tool-v2s"], workdir=work, limits=asan)
     assert (missing.status, missing.exit_code) == (ExecStatus.ERROR, 127)
+    # a clean binary passes: LeakSanitizer at exit reads /proc/<its pid>/task, so /proc must
+    # be the command's own pid namespace's (a grandchild, like pytest's subprocess)
+    (work / "clean.c").write_text(
+        "#include <stdlib.h>\nint main(void) {\n  int *a = malloc(4 * sizeof(int));\n"
+        "  a[3] = 1;\n  free(a);\n  return 0;\n}\n"
+    )
+    built = run_command(["gcc", "-fsanitize=address", "clean.c", "-o", "clean"], workdir=work,
+                        limits=asan)  # fmt: skip
+    assert built.status is ExecStatus.PASSED, built
+    clean = run_command(["sh", "-c", "./clean && ./clean"], workdir=work, limits=asan)
+    assert clean.status is ExecStatus.PASSED, clean
 
 
 @needs_bwrap
@@ -304,13 +315,84 @@ def test_run_command_runs_pytest_isolated(
 def test_run_command_timeout_kills_everything(tmp_path: Path) -> None:
     marker = f"v2s-marker-{uuid.uuid4().hex}"
     result = run_command(
-        ["sh", "-c", f"setsid sleep 120 {marker} & exec sleep 120"],
+        ["sh", "-c", f"echo x > written; setsid sleep 120 {marker} & exec sleep 120"],
         workdir=tmp_path,
         limits=SandboxLimits(timeout_s=1),
     )
     assert result.status is ExecStatus.TIMEOUT
     assert _processes_with(marker) == []
     assert _sandbox_uid_processes() == []
+    assert list(tmp_path.iterdir()) == []  # a stopped run hands nothing back
+
+
+def _host_bytes(folder: Path) -> int:
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@needs_bwrap
+def test_run_command_caps_the_whole_work_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Writing until the disk is full (bytes, inodes, hard links, sparse files) fills only the
+    command's capped tmpfs: each run ends with its own status, the caller's folder gets at
+    most the cap back, and nothing keeps running."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "host-tmp"))
+    (tmp_path / "host-tmp").mkdir()
+    marker = f"v2s-marker-{uuid.uuid4().hex}"
+    limits = SandboxLimits(timeout_s=60, disk_mb=8, max_files=300)
+    hostile = {  # each loops until the kernel refuses, then lets the error end it
+        "bytes": _spawn_marker(marker)
+        + "i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'x' * (1 << 20))\n    i += 1\n",
+        "dirs": "import os\ni = 0\nwhile True:\n    os.mkdir(f'd{i}')\n    i += 1\n",
+        "links": "import os\nopen('a', 'w').write('x')\ni = 0\n"
+        "while True:\n    os.link('a', f'l{i}')\n    i += 1\n",
+        "sparse": "for i in range(100):\n"
+        "    with open(f's{i}', 'wb') as f:\n        f.truncate(60 << 20)\n",
+    }
+    results = {}
+    for name, code in hostile.items():
+        work = tmp_path / name
+        work.mkdir()
+        (work / "input.txt").write_text("caller's file\n")
+        results[name] = run_command([sys.executable, "-c", code], workdir=work, limits=limits)
+        assert _host_bytes(work) <= 8 << 20, name
+        assert len(list(work.rglob("*"))) <= 300, name
+        assert (work / "input.txt").read_text() == "caller's file\n"
+    for name in ("bytes", "dirs", "links"):
+        result = results[name]
+        assert result.status is ExecStatus.ERROR, (name, result)
+        assert "No space left on device" in result.stderr_tail, (name, result)
+        assert result.detail == "work folder full (cap 8 MB / 300 files): exit status 1"
+    assert _host_bytes(tmp_path / "bytes") >= 7 << 20  # what fitted came back
+    # sparse files fit the tmpfs but would fill the host: they are not copied back
+    assert results["sparse"].status is ExecStatus.ERROR, results["sparse"]
+    assert "not copied back" in results["sparse"].detail
+    assert not list((tmp_path / "sparse").glob("s*"))
+    assert _processes_with(marker) == []
+    assert _sandbox_uid_processes() == []
+    assert list((tmp_path / "host-tmp").iterdir()) == []
+
+
+@needs_bwrap
+def test_run_command_hands_back_plain_files_only(tmp_path: Path) -> None:
+    """Links and set-uid bits the command makes never reach the caller's folder; a caller's
+    folder that does not fit the cap is refused with a clear reason."""
+    (tmp_path / "keep.txt").write_text("mine\n")
+    result = run_command(
+        ["sh", "-c", "ln -s /etc/passwd link; echo hi > suid; chmod 4777 suid; rm keep.txt;"
+         " mkdir -p new/deeper && echo deep > new/deeper/file"],
+        workdir=tmp_path,
+        limits=SandboxLimits(timeout_s=30),
+    )  # fmt: skip
+    assert result.status is ExecStatus.PASSED, result
+    assert not (tmp_path / "link").exists() and not (tmp_path / "link").is_symlink()
+    assert (tmp_path / "suid").stat().st_mode & 0o7777 == 0o755
+    assert (tmp_path / "new" / "deeper" / "file").read_text() == "deep\n"
+    assert (tmp_path / "keep.txt").read_text() == "mine\n"  # deleting removes only the copy
+    (tmp_path / "big").write_bytes(b"x" * (2 << 20))
+    refused = run_command(["true"], workdir=tmp_path, limits=SandboxLimits(disk_mb=1))
+    assert refused.status is ExecStatus.ERROR
+    assert refused.detail.startswith("sandbox setup failed: the caller's files do not fit")
 
 
 @needs_bwrap

@@ -6,7 +6,9 @@ working dirs, a cleared environment and, as root, a private uid (see ``_core``).
 through warm fork servers inside bubblewrap (host side ``_pool``, inside ``_runner``): each
 forks one child per program, in its own pid and mount namespace, instead of starting bwrap
 and an interpreter each time (where the server cannot start, each program gets its own
-bwrap: same isolation, slower). Commands (:func:`run_command`) get one bwrap each.
+bwrap: same isolation, slower). Commands (:func:`run_command`) get one bwrap each, and a
+copy of their work folder on a tmpfs capped in bytes and files (``_command``): a hostile
+command fills its own RAM-backed folder, never the host's disk.
 
 Public API: :func:`run_program`, :func:`run_programs`, :func:`run_command`,
 :func:`sandbox_available`, :class:`SandboxLimits`, :class:`ExecResult`, :class:`ExecStatus`.
@@ -15,18 +17,23 @@ Public API: :func:`run_program`, :func:`run_programs`, :func:`run_command`,
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from vul2safe.errors import SandboxUnavailable
+from vul2safe.sandbox._command import HEADER
 from vul2safe.sandbox._core import (
+    COMMAND,
     PROG_DIR,
     RUNNER,
     TAIL_BYTES,
@@ -242,12 +249,44 @@ def run_programs(
     return [r for r in results if r is not None]
 
 
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Hand ``root`` and everything in it to ``uid`` (never following links)."""
-    os.lchown(root, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            os.lchown(os.path.join(dirpath, name), uid, gid)
+_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+#: what ``_command`` needs (Q drops them all): mount, hand files to the uid, read them back,
+#: kill what the command left (as root it runs as another uid)
+_COMMAND_CAPS = ("CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_DAC_READ_SEARCH", "CAP_KILL")
+
+
+def _copy_back(result: ExecResult, out: BinaryIO, work: Path, limits: SandboxLimits
+               ) -> ExecResult:  # fmt: skip
+    """Extract what ``_command`` sent back into ``work``; say when the folder was full.
+
+    No report means the host stopped the run (timeout, output cap): nothing comes back. The
+    names in the tar are the command's, so it is extracted with tarfile's ``data`` filter
+    (no links out, no devices, no absolute paths, no set-uid bits) where Python has it
+    (3.11.4+); ``_command`` already sends only plain files and folders, modes masked."""
+    out.seek(0)
+    head = out.read(HEADER).rstrip(b"\0")
+    if not head:
+        return result
+    try:
+        info = json.loads(head)
+    except ValueError:
+        return replace(result, status=ExecStatus.ERROR, detail="the sandbox's report is garbled")
+    if info.get("setup_error"):
+        return replace(result, status=ExecStatus.ERROR,
+                       detail=f"sandbox setup failed: {info['setup_error']}")  # fmt: skip
+    try:
+        with tarfile.open(fileobj=out, mode="r|") as tar:
+            tar.extractall(work, **_DATA_FILTER)
+    except (tarfile.TarError, OSError) as exc:
+        return replace(result, status=ExecStatus.ERROR,
+                       detail=f"cannot copy the command's files back to {work}: {exc}")  # fmt: skip
+    cap = f"{limits.disk_mb} MB / {limits.max_files} files"
+    if info.get("left_out"):
+        detail = f"{info['left_out']} file(s) not copied back (over the cap of {cap} or unreadable)"
+        return replace(result, status=ExecStatus.ERROR, detail=detail)
+    if info.get("full") and result.status is not ExecStatus.PASSED:
+        return replace(result, detail=f"work folder full (cap {cap}): {result.detail}")
+    return result
 
 
 def run_command(
@@ -262,18 +301,22 @@ def run_command(
 ) -> ExecResult:
     """Run a whole command (``gcc ...``, ``python -m pytest ...``, ``node x.js``) in the sandbox.
 
-    ``workdir`` (files put there by the caller) is bound read-write at its own path and is
-    the working directory; what the command writes there stays for the caller. The system
-    (``/usr``, ``/bin``, ``/lib*``), this Python and its virtualenv, and ``ro_binds`` are
-    visible read-only; nothing else of the host is. No network, a clean environment
-    (``PATH`` with the venv first, ``HOME=/tmp``, ``LANG``; ``env`` adds or overrides), the
-    rlimits of ``limits`` (``memory_mb=None`` for AddressSanitizer binaries), a wall-clock
-    timeout that kills every process the command started, and at most
-    ``limits.max_output_bytes`` per stream (the last ``tail_bytes`` are returned).
+    ``workdir`` (files put there by the caller) is the working directory, at its own path;
+    the command sees a copy of it on a tmpfs of ``limits.disk_mb`` and ``limits.max_files``
+    (see ``_command``), and what it leaves there that is new or changed (files and folders;
+    no links) is copied back into ``workdir`` when it ends, even when it fails; nothing is
+    when the run is stopped (timeout, output cap). Deleting a file deletes only the copy.
+    The system (``/usr``, ``/bin``, ``/lib*``), this Python and its virtualenv, and
+    ``ro_binds`` are visible read-only; nothing else of the host is. No network, a clean
+    environment (``PATH`` with the venv first, ``HOME=/tmp``, ``LANG``; ``env`` adds or
+    overrides), the rlimits of ``limits`` (``memory_mb=None`` for AddressSanitizer
+    binaries), a wall-clock timeout that kills every process the command started, and at
+    most ``limits.max_output_bytes`` per stream (the last ``tail_bytes`` are returned).
 
     The status is ``PASSED`` for exit code 0, ``ERROR`` for any other ("exit status N"; 127
-    when ``argv[0]`` cannot be run), ``TIMEOUT``/``KILLED`` as for programs. As root the
-    command runs as a private uid: ``workdir`` is handed to it for the run and back after.
+    when ``argv[0]`` cannot be run; the detail says when the work folder was full, and a
+    result whose files could not all come back is an ``ERROR``), ``TIMEOUT``/``KILLED`` as
+    for programs. As root the command runs as a private uid.
     """
     if not argv:
         raise ValueError("run_command needs a command (argv is empty)")
@@ -281,26 +324,24 @@ def run_command(
     if not work.is_dir():
         raise FileNotFoundError(f"run_command: workdir {work} is not a directory")
     sandboxed = _decide_sandbox(allow_unsafe)
-    runner = f"{PROG_DIR}/runner.py" if sandboxed else RUNNER
-    inner = _runner_argv(runner, "cmd", limits, *argv)
     run_env = clean_env("/tmp" if sandboxed else str(work), env)
-    if not sandboxed:
+    if not sandboxed:  # rlimits only, in the caller's folder (the UNSAFE warning said so)
+        inner = _runner_argv(RUNNER, "cmd", limits, *argv)
         return execute(inner, run_env, str(work), limits, None, None, mode="cmd",
                        tail_bytes=tail_bytes)  # fmt: skip
     info_r, info_w = os.pipe()
     os.set_blocking(info_r, False)
-    root = os.geteuid() == 0
-    uid = next_uid() if root else None
-    try:
-        prefix = bwrap_argv(limits, info_w, run_env, workdir=str(work),
-                            ro_binds=[str(p) for p in ro_binds],
-                            prog_files=[(RUNNER, "runner.py")])  # fmt: skip
-        if uid is not None:
-            _chown_tree(work, uid, uid)
-            prefix += drop_root_argv(uid)
-        return execute(prefix + inner, run_env, "/", limits, info_r, info_w, mode="cmd",
-                       tail_bytes=tail_bytes)  # fmt: skip
-    finally:
-        os.close(info_r)
-        if uid is not None:
-            _chown_tree(work, os.geteuid(), os.getegid())
+    uid = next_uid() if os.geteuid() == 0 else -1
+    with tempfile.TemporaryFile(prefix="vul2safe-out-") as out:
+        try:
+            prefix = bwrap_argv(limits, info_w, run_env, workdir=str(work),
+                                ro_binds=[str(p) for p in ro_binds], caps=_COMMAND_CAPS,
+                                prog_files=[(RUNNER, "runner.py"), (COMMAND, "command.py")])
+            inner = [python_paths()[0], "-I", "-B", "-S", f"{PROG_DIR}/command.py",
+                     *limits.rlimit_args(), str(limits.disk_mb << 20), str(limits.max_files),
+                     str(uid), str(out.fileno()), str(work), *argv]  # fmt: skip
+            result = execute(prefix + inner, run_env, "/", limits, info_r, info_w, mode="cmd",
+                             tail_bytes=tail_bytes, pass_fds=(out.fileno(),))  # fmt: skip
+        finally:
+            os.close(info_r)
+        return _copy_back(result, out, work, limits)

@@ -40,6 +40,7 @@ _uid_counter = itertools.count()
 _SYSTEM_TOPS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runner.py")
+COMMAND = os.path.join(os.path.dirname(RUNNER), "_command.py")  # run_command's supervisor
 
 
 class ExecStatus(str, enum.Enum):
@@ -70,15 +71,22 @@ class SandboxLimits:
     """Resource caps per run; ``None`` leaves that rlimit untouched.
 
     ``memory_mb=None`` is what AddressSanitizer binaries need: they reserve terabytes of
-    address space, which any ``RLIMIT_AS`` breaks.
+    address space, which any ``RLIMIT_AS`` breaks. ``max_processes`` is ``RLIMIT_NPROC``,
+    which counts every thread of the sandbox's uid, not only processes: a Go build (one
+    thread per core and per blocked syscall, in several processes) needs about 256.
+    ``disk_mb`` and ``max_files`` cap a :func:`~vul2safe.sandbox.run_command` work folder as
+    a whole (bytes; files, directories and links): it is a tmpfs, in RAM, and what comes
+    back to the caller's folder is at most ``disk_mb`` of file data.
     """
 
     timeout_s: float = 10.0
     cpu_s: int | None = None  # default: int(timeout_s) + 2
     memory_mb: int | None = 1024
-    max_processes: int | None = 64  # threads count too
-    max_file_mb: int | None = 64  # also caps each sandbox tmpfs
+    max_processes: int | None = 64  # RLIMIT_NPROC: threads count too
+    max_file_mb: int | None = 64  # one file; also caps each sandbox tmpfs
     max_output_bytes: int = 1 << 20  # per stream; beyond it the run is killed
+    disk_mb: int = 256  # run_command: the whole work folder
+    max_files: int = 10_000  # run_command: inodes in the work folder
 
     def rlimit_args(self) -> list[str]:
         """cpu seconds, address-space bytes, processes, file bytes (-1: untouched)."""
@@ -159,8 +167,8 @@ def bwrap_argv(
     """bwrap arguments for one sandbox; the command to exec inside follows them.
 
     Each ``(host_file, name)`` of ``prog_files`` appears read-only at ``/prog/name`` and the
-    cwd is a fresh tmpfs ``/sandbox``;
-    ``workdir`` is instead bound read-write at its own path and becomes the cwd.
+    cwd is a fresh tmpfs ``/sandbox``; ``workdir`` is instead bound read-only at its own
+    path and becomes the cwd (``_command`` mounts the capped tmpfs over it).
     """
     argv = [find_bwrap() or "bwrap", "--die-with-parent", "--new-session",
             "--info-fd", str(info_fd)]  # fmt: skip
@@ -193,7 +201,7 @@ def bwrap_argv(
     for host_file, name in prog_files:
         argv += ["--ro-bind", host_file, f"{PROG_DIR}/{name}"]
     if workdir is not None:
-        argv += [*_bind_argv("--bind", workdir), "--remount-ro", "/", "--chdir", workdir]
+        argv += [*_bind_argv("--ro-bind", workdir), "--remount-ro", "/", "--chdir", workdir]
     else:
         argv += f"--size {size} --perms 1777 --tmpfs {WORK_DIR}".split()
         argv += ["--remount-ro", "/", "--chdir", WORK_DIR]
@@ -305,17 +313,19 @@ def execute(
     mode: str = "main",
     token: str = "",
     tail_bytes: int = TAIL_BYTES,
+    pass_fds: Sequence[int] = (),
 ) -> ExecResult:
     """Start one run and read its output with a byte cap and a wall-clock deadline.
 
     ``exec`` mode hands the runner its token on stdin (argv and environment are readable
-    by the program)."""
+    by the program); ``pass_fds`` stay open in the child (beside ``info_w``)."""
     start = time.monotonic()
     pipe = subprocess.PIPE  # umask: bwrap's mount points must be traversable
     stdin = subprocess.PIPE if token else subprocess.DEVNULL
+    kept = (*pass_fds, *(() if info_w is None else (info_w,)))
     proc = subprocess.Popen(argv, stdin=stdin, stdout=pipe, stderr=pipe, env=env,
                             cwd=cwd, start_new_session=True, umask=0o022,
-                            pass_fds=() if info_w is None else (info_w,))  # fmt: skip
+                            pass_fds=kept)  # fmt: skip
     if info_w is not None:
         os.close(info_w)
     if proc.stdin is not None:

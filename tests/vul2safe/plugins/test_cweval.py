@@ -185,6 +185,8 @@ def test_hostile_answers_are_contained(
         "loop": head + "while True:\n    pass\n",
         "fork": head + "import os\nwhile True:\n    os.fork()\n",
         "exit": head + "import os\nos._exit(0)\n",
+        "disk": head + "i = 0\nwhile True:\n    open(f'junk{i}', 'wb').write(b'x' * (1 << 20))\n"
+        "    i += 1\n",
     }
     samples = [{"task_id": task.task_id, "solution": code} for code in hostile.values()]
     samples.append({"task_id": task.task_id, "solution": task.reference})
@@ -193,10 +195,13 @@ def test_hostile_answers_are_contained(
     by_kind = dict(zip([*hostile, "reference"], records, strict=True))
     assert not marker.exists()
     assert by_kind["reference"].passed is True and by_kind["reference"].secure is True
-    for kind in ("write", "network", "loop", "fork"):
+    for kind in ("write", "network", "loop", "fork", "disk"):
         assert by_kind[kind].passed is False, kind
         assert by_kind[kind].func_sec is False, kind
     assert by_kind["loop"].status == "timeout" and by_kind["loop"].secure is None
+    # the work folder is a capped tmpfs: filling it fails the sample, not the host's disk
+    assert by_kind["disk"].status == "error", by_kind["disk"]
+    assert "No space left on device" in by_kind["disk"].detail, by_kind["disk"]
     # os._exit is neutralised (as upstream does): the answer is judged on its tests
     assert by_kind["exit"].status == "ran" and by_kind["exit"].passed is False
 

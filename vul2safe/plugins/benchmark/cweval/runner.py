@@ -332,6 +332,7 @@ def run_sample(
             timeout_s=settings.compile_timeout_s,
             memory_mb=memory,
             max_processes=256 if lang == "go" else 64,
+            disk_mb=64,  # the work folder: sources, one binary, the verdicts (Go cache: /tmp)
         )
         elapsed = 0.0
         if lang in ("c", "cpp", "go"):
