@@ -2,9 +2,9 @@
 
 One run directory holds everything a run produced:
 
-- ``run.json`` — what was asked (model, backend, sampling, benchmarks); a resumed run must
-  ask for the same thing, or it is refused (mixing two models' samples would be silent
-  corruption);
+- ``run.json`` — what was asked (model, backend, sampling, benchmarks, each benchmark's
+  effective ``max_tokens``); a resumed run must ask for the same thing, or it is refused
+  (mixing two models' samples would be silent corruption);
 - ``samples.jsonl`` — one generated sample per line, appended as it arrives, so an
   interrupted run resumes with only the missing (task, sample) pairs;
 - ``findings.sarif`` — every finding of every scanned sample;
@@ -22,7 +22,7 @@ import datetime as dt
 import json
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from vul2safe.generation.base import BackendOptions, Prompt, SamplingParams, Ses
 from vul2safe.schema import Severity
 
 FORMAT = "vul2safe-results/1"
+#: ``max_tokens`` of a benchmark that sets no ``default_max_tokens`` (and no --max-tokens given)
+FALLBACK_MAX_TOKENS = 512
 ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
 
 
@@ -45,6 +47,7 @@ class EvalConfig:
     output: Path
     backend: str = "transformers"
     n: int = 1
+    #: ``sampling.max_tokens`` None: each benchmark's own default (:func:`max_tokens_for`)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     backend_options: BackendOptions | None = None
     limit: int | None = None
@@ -114,12 +117,34 @@ def is_functional(bench: Benchmark) -> bool:
     return str(bench.kind) in (BenchmarkKind.functional.value, BenchmarkKind.both.value)
 
 
-def check_manifest(output: Path, manifest: dict[str, Any]) -> None:
-    """Refuse to resume into a directory that holds another model's or setting's samples."""
+def max_tokens_for(config: EvalConfig, bench: Benchmark) -> int:
+    """What a benchmark is generated with: ``--max-tokens`` when given, else the benchmark's
+    ``default_max_tokens`` (its official harness's, e.g. 4096 for HumanEval/MBPP Pro), else
+    :data:`FALLBACK_MAX_TOKENS`. The local backends cap it per request by the context."""
+    if config.sampling.max_tokens is not None:
+        return config.sampling.max_tokens
+    own = getattr(bench, "default_max_tokens", None)
+    return int(own) if own else FALLBACK_MAX_TOKENS
+
+
+def check_manifest(
+    output: Path, manifest: dict[str, Any], max_tokens: dict[str, int] | None = None
+) -> None:
+    """Refuse to resume into a directory that holds another model's or setting's samples
+    (``max_tokens``: each benchmark's effective value, which a default can change)."""
     path = output / "run.json"
     if not path.exists():
         return
-    previous = json.loads(path.read_text()).get("config", {})
+    recorded = json.loads(path.read_text())
+    previous = recorded.get("config", {})
+    before = recorded.get("max_tokens") or {}
+    for name, value in (max_tokens or {}).items():
+        if name in before and before[name] != value:
+            raise UsageError(
+                f"{output} holds {name} samples generated with max_tokens {before[name]}, "
+                f"this run asks for {value}; pass --max-tokens {before[name]} or use another "
+                "--output directory"
+            )
     if previous != manifest:
         changed = sorted(
             key for key in set(manifest) | set(previous) if manifest.get(key) != previous.get(key)
@@ -130,13 +155,22 @@ def check_manifest(output: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def write_manifest(output: Path, manifest: dict[str, Any], benchmarks: list[str]) -> None:
+def write_manifest(
+    output: Path,
+    manifest: dict[str, Any],
+    benchmarks: list[str],
+    max_tokens: dict[str, int] | None = None,
+) -> None:
     """Record what this directory's samples are (only once the model opened)."""
     path = output / "run.json"
+    max_tokens = dict(max_tokens or {})
     if path.exists():
-        benchmarks = list(dict.fromkeys([*json.loads(path.read_text())["benchmarks"], *benchmarks]))
+        recorded = json.loads(path.read_text())
+        benchmarks = list(dict.fromkeys([*recorded["benchmarks"], *benchmarks]))
+        max_tokens = {**(recorded.get("max_tokens") or {}), **max_tokens}
     output.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"config": manifest, "benchmarks": benchmarks}, indent=2) + "\n")
+    record = {"config": manifest, "benchmarks": benchmarks, "max_tokens": max_tokens}
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def build_prompt(
@@ -206,12 +240,13 @@ def run_eval(config: EvalConfig, progress: EvalProgress | None = None) -> dict[s
     output = config.output
     loaded = load_benchmarks(config)
     _check_security_coverage(config, loaded)
-    check_manifest(output, config.manifest())
+    max_tokens = {name: max_tokens_for(config, item.benchmark) for name, item in loaded.items()}
+    check_manifest(output, config.manifest(), max_tokens)
     results_path = output / "results.json"
 
     cache = Cache()
     with open_session(config) as session:
-        write_manifest(output, config.manifest(), list(loaded))
+        write_manifest(output, config.manifest(), list(loaded), max_tokens)
         results_path.unlink(missing_ok=True)  # a stale result must not outlive a new run
         description = session.describe()
         chat = description.get("mode", "chat") == "chat"
@@ -225,20 +260,23 @@ def run_eval(config: EvalConfig, progress: EvalProgress | None = None) -> dict[s
                 prompt = build_prompt(item.benchmark, task, chat, key, config.backend)
                 prompts.append(prompt)
                 owners[prompt.key] = (name, task)
-        samples = generate_samples(
-            session,
-            prompts,
-            config.sampling,
-            config.n,
-            output / "samples.jsonl",
-            extra_fields=lambda p: {
-                "benchmark": owners[p.key][0],
-                "field": _sample_field_for_scoring(p),
-                "prefilled": p.mode == "chat" and bool(p.response_prefix),
-            },
-            cache=cache,
-            progress=progress.start("generating", len(prompts) * config.n),
-        )
+        advance = progress.start("generating", len(prompts) * config.n)
+        samples = []
+        for limit in dict.fromkeys(max_tokens.values()):  # one pass per max_tokens value
+            samples += generate_samples(
+                session,
+                [p for p in prompts if max_tokens[owners[p.key][0]] == limit],
+                replace(config.sampling, max_tokens=limit),
+                config.n,
+                output / "samples.jsonl",
+                extra_fields=lambda p: {
+                    "benchmark": owners[p.key][0],
+                    "field": _sample_field_for_scoring(p),
+                    "prefilled": p.mode == "chat" and bool(p.response_prefix),
+                },
+                cache=cache,
+                progress=advance,
+            )
 
     for sample in samples:  # the benchmark's own task id, whatever the key was
         sample["task"] = owners[sample["task_id"]][1].task_id
@@ -266,8 +304,15 @@ def run_eval(config: EvalConfig, progress: EvalProgress | None = None) -> dict[s
             "backend": config.backend,
             "mode": description.get("mode"),
             "chat_template": description.get("chat_template"),
+            "context_window": description.get("context_window"),  # None: the server's
         },
-        "sampling": {"n": config.n, **config.sampling.to_dict()},
+        # max_tokens: --max-tokens (null: each benchmark's default); the value each benchmark
+        # was generated with is max_tokens_by_benchmark (a ceiling the context may lower)
+        "sampling": {
+            "n": config.n,
+            **config.sampling.to_dict(),
+            "max_tokens_by_benchmark": max_tokens,
+        },
         "severity_threshold": config.threshold.value,
         "scanners": scanners_meta,
         "benchmarks": block,

@@ -49,28 +49,36 @@ class CheckpointMixin:
             metrics_path.unlink(missing_ok=True)
         if acc.is_main_process and run.tensorboard:
             self.writer = _summary_writer(self.output_dir / "tensorboard", self.step + 1)
-        while self.step < run.steps:
-            metrics = self.step_once()
-            if acc.is_main_process:
-                import time
+        try:
+            while self.step < run.steps:
+                metrics = self.step_once()
+                if acc.is_main_process:
+                    import time
 
-                metrics["time"] = time.time()
-                with metrics_path.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(metrics) + "\n")
-                if self.writer is not None:
-                    for key, value in metrics.items():
-                        if key not in {"step", "time"}:
-                            self.writer.add_scalar(key, value, self.step)
-                    self.writer.flush()
-                acc.print(_progress_line(metrics))
-            if (run.save_every and self.step % run.save_every == 0) or self.step == run.steps:
-                self.save_checkpoint()
-        if self.writer is not None:
-            self.writer.close()
-        close = getattr(self.rollouts, "close", None)
-        if close is not None:  # a vLLM engine frees its memory before the final save
-            close()
+                    metrics["time"] = time.time()
+                    with metrics_path.open("a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(metrics) + "\n")
+                    if self.writer is not None:
+                        for key, value in metrics.items():
+                            if key not in {"step", "time"}:
+                                self.writer.add_scalar(key, value, self.step)
+                        self.writer.flush()
+                    acc.print(_progress_line(metrics))
+                if (run.save_every and self.step % run.save_every == 0) or self.step == run.steps:
+                    self.save_checkpoint()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            self.close_rollouts()
         return self.save_final()
+
+    def close_rollouts(self) -> None:
+        """Stop the rollout engine once the loop ends, however it ends: a vLLM engine frees
+        its memory before the final save, and an in-process caller (a notebook, a sweep) is
+        not left holding it. Engines without ``close`` (transformers) need nothing."""
+        close = getattr(self.rollouts, "close", None)
+        if close is not None:
+            close()
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.output_dir / "checkpoints" / f"step-{step:06d}"

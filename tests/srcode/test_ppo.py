@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -531,3 +532,50 @@ def test_dropout_is_off_for_scoring(tmp_path: Path, isolated_env: None) -> None:
     assert metrics["kl/mean"] == 0.0
     attention = [m for m in trainer.model.modules() if hasattr(m, "attention_dropout")]
     assert attention and all(m.attention_dropout == 0.0 for m in attention)
+
+
+class ClosingRollouts(TransformersRollouts):
+    """Transformers rollouts with a ``close`` like the vLLM engine's; each call records whether
+    the final model had been written yet."""
+
+    def __init__(self, run: Any, pad_id: int, eos_ids: list[int], output: Path) -> None:
+        super().__init__(run, pad_id, eos_ids)
+        self.output = output
+        self.closes: list[bool] = []
+
+    def close(self) -> None:
+        self.closes.append((self.output / "model.safetensors").exists())
+
+
+def _closing_trainer(tmp_path: Path) -> PPOTrainer:
+    overrides = [f"ppo.output_dir={tmp_path / 'closing'}", "ppo.steps=1", "ppo.save_every=0",
+                 "ppo.tensorboard=false"]  # fmt: skip
+    trainer = PPOTrainer(load_config(TINY_CPU, overrides), reward_fn=even_token_reward)
+    trainer.rollouts = ClosingRollouts(
+        trainer.run, trainer.pad_id, trainer.eos_ids, trainer.output_dir
+    )
+    return trainer
+
+
+def test_train_closes_the_rollout_engine_once_before_the_final_save(
+    tmp_path: Path, isolated_env: None
+) -> None:
+    """An in-process caller gets the engine stopped by train() itself, exactly once."""
+    trainer = _closing_trainer(tmp_path)
+    out = trainer.train()
+    assert trainer.rollouts.closes == [False]  # once, and before the final model was saved
+    assert (out / "model.safetensors").exists()
+
+
+def test_train_closes_the_rollout_engine_when_a_step_fails(
+    tmp_path: Path, isolated_env: None
+) -> None:
+    trainer = _closing_trainer(tmp_path)
+
+    def failing_step() -> dict[str, float]:
+        raise RuntimeError("reward scanner crashed")
+
+    trainer.step_once = failing_step  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="reward scanner crashed"):
+        trainer.train()
+    assert trainer.rollouts.closes == [False]

@@ -146,3 +146,98 @@ def test_resuming_with_another_model_is_refused(
     (output / "run.json").write_text(json.dumps({"config": {"model": "other"}, "benchmarks": []}))
     proc = _eval(str(tiny_model_dir), output, shared_data)
     assert "different" in _one_line_error(proc)
+
+
+def _prompt_lengths(model: Path, data: Path, names: list[str], limit: int) -> list[int]:
+    """Token counts of the prompts `vul2safe eval` sends the tiny model (transformers)."""
+    from transformers import AutoTokenizer
+
+    from vul2safe import plugins
+    from vul2safe.evaluate import build_prompt
+    from vul2safe.generation.prompting import encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    lengths = []
+    for name in names:
+        bench = plugins.benchmarks.get(name)
+        for task in bench.load(data, limit=limit, languages=["python"]):
+            prompt = build_prompt(bench, task, True, task.task_id, "transformers")
+            lengths.append(len(encode_prompt(tokenizer, prompt, True)))
+    return lengths
+
+
+@pytest.mark.integration
+def test_max_tokens_default_per_benchmark_capped_by_context_and_recorded(
+    tiny_model_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """No --max-tokens: each benchmark's official default (HumanEval Pro 4096, CyberSecEval
+    2048), cut per request at the model's context; an explicit --max-tokens wins; run.json and
+    results.json record the values, and a resume that would change them is refused."""
+    import shutil
+
+    from vul2safe.testing.tiny_model import set_context_window
+
+    names = ["humaneval-pro", "cyberseceval-instruct"]
+    context = max(_prompt_lengths(tiny_model_dir, shared_data, names, 2)) + 12
+    model = set_context_window(shutil.copytree(tiny_model_dir, tmp_path / "model"), context)
+
+    def run(output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            "eval", str(model), "--benchmarks", ",".join(names), "--limit", "2",
+            "--languages", "python", "--scanner", "bandit", "--output", str(output),
+            "--data-dir", str(shared_data), *extra,
+        )  # fmt: skip
+
+    default = tmp_path / "default"
+    proc = run(default)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((default / "results.json").read_text())
+    wanted = {"humaneval-pro": 4096, "cyberseceval-instruct": 2048}
+    assert results["sampling"]["max_tokens"] is None
+    assert results["sampling"]["max_tokens_by_benchmark"] == wanted
+    assert results["model"]["context_window"] == context
+    manifest = json.loads((default / "run.json").read_text())
+    assert manifest["max_tokens"] == wanted and manifest["config"]["sampling"]["max_tokens"] is None
+    samples = [json.loads(line) for line in (default / "samples.jsonl").read_text().splitlines()]
+    assert {s["benchmark"] for s in samples} == set(names) and len(samples) == 4
+    for sample in samples:  # the context, not 4096/2048, bounded every request
+        assert sample["prompt_tokens"] + sample["completion_tokens"] <= context
+        if sample["finish_reason"] == "length":
+            assert sample["prompt_tokens"] + sample["completion_tokens"] == context
+    assert any(s["finish_reason"] == "length" for s in samples)
+
+    explicit = tmp_path / "explicit"
+    proc = run(explicit, "--max-tokens", "5")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((explicit / "results.json").read_text())
+    assert results["sampling"]["max_tokens"] == 5
+    assert results["sampling"]["max_tokens_by_benchmark"] == dict.fromkeys(names, 5)
+    for line in (explicit / "samples.jsonl").read_text().splitlines():
+        assert json.loads(line)["completion_tokens"] <= 5
+
+    message = _one_line_error(run(default, "--max-tokens", "5"))
+    assert "generated with max_tokens 4096" in message and "asks for 5" in message
+    manifest["max_tokens"]["humaneval-pro"] = 512  # as an older default would have left it
+    (default / "run.json").write_text(json.dumps(manifest))
+    message = _one_line_error(run(default))
+    assert "humaneval-pro samples generated with max_tokens 512" in message
+
+
+def test_unknown_openai_backend_arg_is_one_line(shared_data: Path, tmp_path: Path) -> None:
+    """A knob the openai backend does not read (here one it dropped) fails before any request."""
+    proc = _eval("tiny", tmp_path / "run", shared_data, "--backend", "openai",
+                 "--base-url", f"http://127.0.0.1:{_closed_port()}/v1",
+                 "--backend-arg", "retry_base_s=0.05")  # fmt: skip
+    assert _one_line_error(proc) == (
+        "vul2safe: error: the openai backend has no option 'retry_base_s'; valid --backend-arg "
+        "keys: connect_timeout_s, continue_final_message (see docs/backends.md)"
+    )
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_help_states_the_length_default_and_points_at_the_backend_docs() -> None:
+    proc = run_cli("eval", "--help", env={"COLUMNS": "400", "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "4096 for humaneval-pro/mbpp-pro" in text and "context minus the prompt" in text
+    assert "gpu_memory_utilization=0.8); see docs/backends.md." in text

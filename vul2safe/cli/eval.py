@@ -92,7 +92,17 @@ def eval_command(
     n: Annotated[int, typer.Option("-n", min=1, help="Samples per task.")] = 1,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 512,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            min=1,
+            help="Tokens to generate per sample (default: each benchmark's official value: "
+            "4096 for humaneval-pro/mbpp-pro, 2048 for CyberSecEval, else 512). transformers "
+            "and vllm cap it per request at the model's context minus the prompt; with openai "
+            "the server caps it.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     revision: Annotated[str | None, typer.Option("--revision", help="Model revision.")] = None,
     base_url: Annotated[
@@ -117,7 +127,7 @@ def eval_command(
         typer.Option(
             "--backend-arg",
             help="KEY=VALUE passed to the backend (e.g. vLLM "
-            "tensor_parallel_size=2, gpu_memory_utilization=0.8).",
+            "tensor_parallel_size=2, gpu_memory_utilization=0.8); see docs/backends.md.",
         ),
     ] = None,
     languages: Annotated[

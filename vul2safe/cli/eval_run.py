@@ -36,7 +36,7 @@ def run_model_eval(
     n: int,
     temperature: float,
     top_p: float,
-    max_tokens: int,
+    max_tokens: int | None,
     seed: int,
     revision: str | None,
     base_url: str | None,

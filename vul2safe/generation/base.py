@@ -11,18 +11,28 @@ exactly the missing (task, sample) pairs and gets the same text the first run wo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
+
+from vul2safe.errors import UsageError
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings, recorded verbatim in every result file."""
+    """Sampling settings, recorded verbatim in every result file.
+
+    ``max_tokens`` is a ceiling: the local backends lower it per request to what the model's
+    context leaves after the prompt (:func:`token_budget`); the ``openai`` backend cannot know
+    the served context and leaves that cap to the server. ``None`` means "the caller's
+    default": ``vul2safe eval`` then uses each benchmark's own (``default_max_tokens``, as its
+    official harness does); a backend given ``None`` generates up to the context's end (the
+    ``openai`` backend sends no ``max_tokens``: the server's default).
+    """
 
     temperature: float = 0.0
     top_p: float = 1.0
-    max_tokens: int = 512
+    max_tokens: int | None = None
     seed: int = 0
     stop: tuple[str, ...] = ()
 
@@ -91,6 +101,30 @@ class BackendOptions:
     timeout_s: float = 120.0  # openai: per request
     max_retries: int = 5  # openai: on 429 / 5xx / connection errors
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. vllm tensor_parallel_size
+
+
+def token_budget(max_tokens: int | None, context: int | None, prompt_tokens: int) -> int | None:
+    """Tokens a request may generate: ``max_tokens`` capped by the context the prompt leaves.
+
+    ``None`` when neither bounds it (the caller decides); never below 0 — a prompt that fills
+    the context gets an empty completion cut for length rather than an engine error.
+    """
+    room = None if context is None else max(0, context - prompt_tokens)
+    if max_tokens is None:
+        return room
+    return max_tokens if room is None else min(max_tokens, room)
+
+
+def check_extra(backend: str, extra: dict[str, Any], valid: Iterable[str]) -> None:
+    """Refuse ``--backend-arg`` keys a backend would otherwise silently ignore (a typo, or a
+    knob it no longer reads): one line naming the valid keys."""
+    known = sorted(valid)
+    unknown = sorted(set(extra) - set(known))
+    if unknown:
+        raise UsageError(
+            f"the {backend} backend has no option {', '.join(map(repr, unknown))}; "
+            f"valid --backend-arg keys: {', '.join(known) or '(none)'} (see docs/backends.md)"
+        )
 
 
 class Session:

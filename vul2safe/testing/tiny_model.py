@@ -331,3 +331,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def set_context_window(path: Path, tokens: int) -> Path:
+    """Declare a ``tokens``-long context in a saved model (config and tokenizer), so tests can
+    reach the context's end in a few steps; returns ``path``."""
+    for name, key in (("config.json", "max_position_embeddings"),
+                      ("tokenizer_config.json", "model_max_length")):  # fmt: skip
+        file = Path(path) / name
+        data = json.loads(file.read_text(encoding="utf-8"))
+        data[key] = tokens
+        file.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return Path(path)

@@ -371,7 +371,7 @@ class Served(Protocol):
 
 
 def open_session(server: Served, *, concurrency: int = 16) -> Session:
-    """The real ``openai`` backend pointed at ``server`` (backend retries kept short)."""
+    """The real ``openai`` backend pointed at ``server`` (two client retries at most)."""
     from vul2safe import plugins
     from vul2safe.errors import UnknownPluginError
 
@@ -381,7 +381,6 @@ def open_session(server: Served, *, concurrency: int = 16) -> Session:
         concurrency=concurrency,
         timeout_s=30.0,
         max_retries=2,
-        extra={"retry_base_s": 0.05, "retry_max_s": 0.2},
     )
     try:
         backend = plugins.backends.get("openai")

@@ -48,7 +48,6 @@ def _config(data: Path, teacher: TeacherServer, **extra: Any) -> BuildConfig:
             "spec": f"openai:{teacher.model}",
             "base_url": teacher.base_url,
             "max_retries": 2,
-            "options": {"retry_base_s": 0.05, "retry_max_s": 0.2},
         },
         "assemble": {"benchmark_data_dir": str(data)},
         "publish": {"build_note": "scripted test teacher"},

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from vul2safe import plugins
-from vul2safe.errors import Vul2SafeError
+from vul2safe.errors import UsageError, Vul2SafeError
 from vul2safe.generation.base import (
     BackendOptions,
     GenerationRequest,
@@ -296,3 +296,21 @@ def test_server_speaks_the_openai_http_api(openai_server: OpenAICompatServer) ->
     assert bad.status_code == 400 and "error" in bad.json()
     assert httpx.post(f"{base}/completions", json={"prompt": 3}).status_code == 400
     assert httpx.post(f"{base}/nothing", json={}).status_code == 404
+
+
+def test_max_tokens_is_sent_as_asked_and_left_to_the_server_when_unset(
+    session: OpenAISession, openai_server: OpenAICompatServer
+) -> None:
+    bodies: list[dict[str, Any]] = []
+    openai_server.fault_plan = lambda n, path, body: bodies.append(dict(body))  # no fault
+    [capped] = _all(session, [GenerationRequest(CHAT, 0)], SamplingParams(max_tokens=5))
+    [unset] = _all(session, [GenerationRequest(CHAT, 0)], SamplingParams(max_tokens=None))
+    assert bodies[0]["max_tokens"] == 5 and "max_tokens" not in bodies[1]
+    assert capped.completion_tokens is not None and capped.completion_tokens <= 5
+    assert unset.completion_tokens is not None and unset.completion_tokens > 5  # server's default
+
+
+def test_unknown_extra_is_refused_naming_the_valid_keys(openai_server: OpenAICompatServer) -> None:
+    with pytest.raises(UsageError, match=r"no option 'retry_base_s'; valid --backend-arg keys: "
+                       r"connect_timeout_s, continue_final_message"):  # fmt: skip
+        _open(openai_server, extra={"retry_base_s": 0.05, "connect_timeout_s": 5})

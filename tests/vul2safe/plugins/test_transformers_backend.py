@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vul2safe import plugins
-from vul2safe.errors import Vul2SafeError
+from vul2safe.errors import UsageError, Vul2SafeError
 from vul2safe.generation.base import (
     BackendOptions,
     Completion,
@@ -19,8 +19,12 @@ from vul2safe.generation.base import (
 )
 from vul2safe.generation.local_model import local_fingerprint, resolve_model
 from vul2safe.generation.prompting import encode_prompt, render_prompt
-from vul2safe.plugins.backend.transformers_backend import TransformersBackend, TransformersSession
-from vul2safe.testing.tiny_model import CHAT_TEMPLATE, build_tiny_model
+from vul2safe.plugins.backend.transformers_backend import (
+    TransformersBackend,
+    TransformersSession,
+    context_window,
+)
+from vul2safe.testing.tiny_model import CHAT_TEMPLATE, build_tiny_model, set_context_window
 
 CHAT = Prompt(
     "chat",
@@ -227,3 +231,79 @@ def test_tiny_model_is_small_deterministic_and_vllm_shaped(
     other = build_tiny_model(tmp_path / "other", seed=1, chat_template=False)
     assert (other / "model.safetensors").read_bytes() != (again / "model.safetensors").read_bytes()
     assert not (other / "chat_template.jinja").exists()
+
+
+# ------------------------------------------------------------------ max_tokens and the context
+
+
+@pytest.fixture(scope="module")
+def short_context(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model declaring a 40-token context (its weights are the same)."""
+    copy = shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("ctx") / "tiny-40")
+    return set_context_window(copy, 40)
+
+
+def test_context_window_is_the_smaller_declared_limit(
+    session: TransformersSession, short_context: Path
+) -> None:
+    tokenizer, model = session.tokenizer, session.model
+    assert session.context == 2048 and session.describe()["context_window"] == 2048
+    limit = tokenizer.model_max_length
+    try:
+        tokenizer.model_max_length = 1000
+        assert context_window(model, tokenizer) == 1000
+        tokenizer.model_max_length = int(1e30)  # transformers' "not declared" placeholder
+        assert context_window(model, tokenizer) == 2048
+    finally:
+        tokenizer.model_max_length = limit
+    opened = TransformersBackend().open(BackendOptions(model=str(short_context)))
+    assert opened.context == 40
+    opened.close()
+
+
+def test_max_tokens_is_capped_by_the_context_per_request(
+    session: TransformersSession, short_context: Path
+) -> None:
+    """A ceiling above the context generates exactly what the context leaves (the same text
+    as asking for that many tokens), whichever prompts share the batch; less is obeyed."""
+    small = TransformersBackend().open(BackendOptions(model=str(short_context), batch_size=8))
+    texts = ["def f(x):\n", "int main(void) {\n    return 0;", "x = [1, 2, 3]\nprint(x)\n" * 2]
+    prompts = [Prompt(f"p{i}", "completion", text=t) for i, t in enumerate(texts)]
+    lengths = [len(encode_prompt(small.tokenizer, p, True)) for p in prompts]
+    assert len(set(lengths)) == 3 and max(lengths) < 40
+    requests = [GenerationRequest(p, 0) for p in prompts]
+    capped = _run(small, requests, SamplingParams(max_tokens=4096))
+    for request, length, got in zip(requests, lengths, capped, strict=True):
+        assert got.prompt_tokens == length
+        assert got.completion_tokens is not None and length + got.completion_tokens <= 40
+        alone = _run(session, [request], SamplingParams(max_tokens=40 - length))[0]
+        assert (got.text, got.finish_reason) == (alone.text, alone.finish_reason)
+        if got.finish_reason == "length":
+            assert got.completion_tokens == 40 - length
+    explicit = _run(small, requests, SamplingParams(max_tokens=3))
+    assert all(c.completion_tokens is not None and c.completion_tokens <= 3 for c in explicit)
+    unbounded = _run(small, requests, SamplingParams(max_tokens=None))
+    assert [c.text for c in unbounded] == [c.text for c in capped]
+    small.close()
+
+
+def test_prompt_filling_the_context_gets_an_empty_length_cut(short_context: Path) -> None:
+    small = TransformersBackend().open(BackendOptions(model=str(short_context)))
+    long = Prompt("long", "completion", text="def f(x):\n    return x + 1\n" * 20)
+    ok = Prompt("ok", "completion", text="def f(x):\n")
+    full, fine = _run(small, [GenerationRequest(long, 0), GenerationRequest(ok, 0)],
+                      SamplingParams(max_tokens=8))  # fmt: skip
+    assert full.text == "" and full.finish_reason == "length" and full.completion_tokens == 0
+    assert full.prompt_tokens is not None and full.prompt_tokens > 40
+    assert fine.completion_tokens is not None and 0 < fine.completion_tokens <= 8
+    small.close()
+
+
+def test_unknown_backend_arg_is_refused_naming_the_valid_ones(tiny_model_dir: Path) -> None:
+    options = BackendOptions(model=str(tiny_model_dir), extra={"thread": 2})
+    with pytest.raises(UsageError) as excinfo:
+        TransformersBackend().open(options)
+    assert str(excinfo.value) == (
+        "the transformers backend has no option 'thread'; valid --backend-arg keys: threads "
+        "(see docs/backends.md)"
+    )

@@ -183,3 +183,32 @@ def test_eval_cli_with_no_engine_arguments_matches_transformers(
 
     assert len(samples("vllm")) == 3
     assert samples("vllm") == samples("hf")
+
+
+@pytest.mark.vllm
+def test_max_tokens_is_capped_at_max_model_len(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A ceiling past the engine's context runs (capped per request, the transformers
+    backend's text), and a prompt that fills the context gets an empty length cut instead of
+    vLLM refusing the whole chunk."""
+    import shutil
+
+    from vul2safe.testing.tiny_model import set_context_window
+
+    _need_vllm()
+    model = set_context_window(shutil.copytree(tiny_model_dir, tmp_path / "tiny-40"), 40)
+    long = Prompt("long", "completion", text="def f(x):\n    return x + 1\n" * 20)
+    requests = [GenerationRequest(p, 0) for p in (COMPLETION, PLAIN_CHAT, long)]
+    params = SamplingParams(temperature=0.0, max_tokens=4096)
+    with TransformersBackend().open(BackendOptions(model=str(model))) as local:
+        theirs = dict(local.generate(requests, params))
+    opened = VLLMBackend().open(BackendOptions(model=str(model)))
+    try:
+        assert opened.context == 40 and opened.describe()["context_window"] == 40
+        ours = dict(opened.generate(requests, params))
+    finally:
+        opened.close()
+    for index in range(2):
+        assert ours[index].prompt_tokens + ours[index].completion_tokens <= 40
+        assert ours[index].text == theirs[index].text
+        assert ours[index].completion_tokens == theirs[index].completion_tokens
+    assert (ours[2].text, ours[2].finish_reason, ours[2].completion_tokens) == ("", "length", 0)

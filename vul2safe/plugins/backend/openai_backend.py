@@ -20,7 +20,13 @@
   ``continue_final_message``/``add_generation_prompt`` flags (other servers may reject them).
 
 ``extra`` knobs: ``connect_timeout_s`` (10, the reachability check in ``open``, not retried),
-``continue_final_message`` (False).
+``continue_final_message`` (False); any other key is refused in ``open`` (a typo or a knob
+this backend no longer reads would otherwise be silently ignored).
+
+Length: ``max_tokens`` is sent as asked (``None``: not sent, the server's default). Only the
+server knows the model's context: vLLM's server caps ``max_tokens`` at its ``max_model_len``
+minus the prompt; a server that refuses a request longer than the context answers HTTP 400,
+reported as one line naming the task — pass ``--max-tokens`` then.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from vul2safe.generation.base import (
     GenerationRequest,
     SamplingParams,
     Session,
+    check_extra,
 )
 from vul2safe.generation.prompting import render_prompt
 from vul2safe.hookspecs import Register
@@ -53,6 +60,7 @@ RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: what the openai cl
 POOL_THREAD_PREFIX = "vul2safe-openai-request"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal"}
 _RETRY_COUNT = "x-stainless-retry-count"  # the header the openai client numbers attempts with
+OPTIONS = frozenset({"connect_timeout_s", "continue_final_message"})  # the ``extra`` keys read
 
 
 def is_local_url(url: str) -> bool:
@@ -261,8 +269,9 @@ class OpenAISession(Session):
             "seed": params.seed + request.sample_index,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "max_tokens": params.max_tokens,
         }
+        if params.max_tokens is not None:
+            common["max_tokens"] = params.max_tokens
         if params.stop:
             common["stop"] = list(params.stop)
         if prompt.mode == "chat" and self.chat:
@@ -314,6 +323,7 @@ class OpenAIBackend(Backend):
     description = "any OpenAI-compatible server (vLLM, Ollama, hosted) via --base-url"
 
     def open(self, options: BackendOptions) -> OpenAISession:
+        check_extra(self.name, options.extra, OPTIONS)
         try:
             import openai  # noqa: F401
         except ImportError:

@@ -14,6 +14,10 @@ thread only, restored afterwards). The default ``"auto"`` uses 1 thread for mode
 parameters on CPU: their matrices are too small to gain from threads, and OpenMP's spinning
 workers slow them down by 10-30x on a busy machine. Larger models keep torch's default.
 
+Length. ``max_tokens`` is capped per request by the model's context window minus the prompt's
+length (:func:`context_window`; :func:`~vul2safe.generation.base.token_budget`); requests of
+one batch share a budget, so a sample's text never depends on its batch-mates' prompts.
+
 Model resolution (local dir / Hub id / clear errors) and prompt rendering are shared with the
 vLLM backend: :mod:`vul2safe.generation.local_model`, :mod:`vul2safe.generation.prompting`.
 """
@@ -26,7 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from vul2safe import hookimpl
-from vul2safe.errors import Vul2SafeError
+from vul2safe.errors import UsageError, Vul2SafeError
 from vul2safe.generation.base import (
     Backend,
     BackendOptions,
@@ -35,6 +39,8 @@ from vul2safe.generation.base import (
     Prompt,
     SamplingParams,
     Session,
+    check_extra,
+    token_budget,
 )
 from vul2safe.generation.local_model import (
     ResolvedModel,
@@ -49,6 +55,30 @@ if TYPE_CHECKING:
     import torch
 
 # --------------------------------------------------------------------------- the session
+
+OPTIONS = frozenset({"threads"})  # the ``extra`` keys this backend reads
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+_NO_LIMIT = 10**8  # tokenizers without a declared limit say 1e30 (transformers' placeholder)
+
+
+def context_window(model: Any, tokenizer: Any) -> int | None:
+    """The model's context in tokens, or ``None`` when nothing declares it.
+
+    The config's position limit (``max_position_embeddings`` and its older names) and the
+    tokenizer's ``model_max_length`` when that is a real number rather than transformers'
+    "unset" placeholder; the smaller when both are, so neither is ever exceeded.
+    """
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    found = [
+        value
+        for value in (getattr(text, key, None) for key in _POSITION_KEYS)
+        if isinstance(value, int) and value > 0
+    ][:1]
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _NO_LIMIT:
+        found.append(limit)
+    return min(found) if found else None
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -132,6 +162,7 @@ class TransformersSession(Session):
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         self.threads = _auto_threads(model, options.extra.get("threads", "auto"))
+        self.context = context_window(model, tokenizer)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -144,6 +175,7 @@ class TransformersSession(Session):
             "device": str(self.model.device),
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "threads": self.threads,
+            "context_window": self.context,
         }
 
     def generate(
@@ -159,18 +191,32 @@ class TransformersSession(Session):
         encoded = [
             encode_prompt(self.tokenizer, p, self.options.use_chat_template) for p, _ in items
         ]
-        # similar lengths together: less padding, and padding is what can perturb rounding
-        order = sorted(range(len(items)), key=lambda i: len(encoded[i]))
+        budgets = [token_budget(params.max_tokens, self.context, len(ids)) for ids in encoded]
+        if None in budgets:
+            raise UsageError(
+                f"model '{self.options.model}' declares no context length; pass --max-tokens N"
+            )
+        for index, budget in enumerate(budgets):
+            if budget == 0:  # the prompt fills the context: nothing left to generate
+                yield index, Completion("", "length", len(encoded[index]), 0)
+        # similar lengths together: less padding, and padding is what can perturb rounding;
+        # a budget falls as the prompt grows, so equal budgets are neighbours in this order
+        order = sorted((i for i in range(len(items)) if budgets[i]), key=lambda i: len(encoded[i]))
         size = max(1, self.options.batch_size)
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
+        chunk: list[int] = []
+        for position, i in enumerate(order):
+            chunk.append(i)
+            following = order[position + 1] if position + 1 < len(order) else None
+            if len(chunk) < size and following is not None and budgets[following] == budgets[i]:
+                continue
             completions = self._generate_batch(
-                [encoded[i] for i in chunk], [items[i][1] for i in chunk], params
+                [encoded[j] for j in chunk], [items[j][1] for j in chunk], params, budgets[i]
             )
             yield from zip(chunk, completions, strict=True)
+            chunk = []
 
     def _generate_batch(
-        self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
+        self, prompts: list[list[int]], seeds: list[int], params: SamplingParams, budget: int
     ) -> list[Completion]:
         import torch
         from transformers import LogitsProcessorList
@@ -182,7 +228,7 @@ class TransformersSession(Session):
             self.model.generation_config.to_dict()
         )
         config.update(
-            max_new_tokens=params.max_tokens,
+            max_new_tokens=budget,
             do_sample=False,  # sampling, when wanted, is SeededRowSampler's job
             num_beams=1,
             temperature=None,
@@ -206,10 +252,15 @@ class TransformersSession(Session):
                 tokenizer=self.tokenizer if params.stop else None,
             )
         rows = output[:, width:].tolist()
-        return [self._finish(row, len(p), params) for row, p in zip(rows, prompts, strict=True)]
+        return [
+            self._finish(row, len(p), params, budget) for row, p in zip(rows, prompts, strict=True)
+        ]
 
-    def _finish(self, row: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
-        """Turn one generated row into a Completion: stop strings, EOS, length, counts."""
+    def _finish(
+        self, row: list[int], prompt_tokens: int, params: SamplingParams, budget: int | None = None
+    ) -> Completion:
+        """Turn one generated row into a Completion: stop strings, EOS, length, counts.
+        ``budget``: the tokens this request could generate (default ``params.max_tokens``)."""
         eos_at = next((i for i, tok in enumerate(row) if tok in self.eos_ids), None)
         body = row if eos_at is None else row[:eos_at]
         text = self.tokenizer.decode(body, skip_special_tokens=True)
@@ -230,7 +281,8 @@ class TransformersSession(Session):
             return Completion(text, "stop", prompt_tokens, lo)
         if eos_at is not None:
             return Completion(text, "stop", prompt_tokens, eos_at + 1)
-        reason = "length" if len(row) >= params.max_tokens else "stop"
+        limit = params.max_tokens if budget is None else budget
+        reason = "length" if limit is not None and len(row) >= limit else "stop"
         return Completion(text, reason, prompt_tokens, len(row))
 
     def close(self) -> None:
@@ -269,6 +321,7 @@ class TransformersBackend(Backend):
     description = "Hugging Face transformers in-process (CPU or GPU); the embedded default"
 
     def open(self, options: BackendOptions) -> TransformersSession:
+        check_extra(self.name, options.extra, OPTIONS)
         resolved = resolve_model(options.model, options.revision)
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -33,6 +33,11 @@ vLLM as token ids, so both backends see identical inputs. Every request gets its
 sample does not depend on its batch. vLLM is imported only when the backend is opened;
 :meth:`VLLMSession.close` shuts the engine down (its EngineCore process exits), so scoring
 after generation gets the memory back.
+
+Length: ``max_tokens`` is capped per request at the engine's ``max_model_len`` minus the
+prompt's length (as the transformers backend caps it at the model's context), so a default
+longer than a small model's context still runs; a prompt that fills the context gets an
+empty completion cut for length instead of failing the whole chunk.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from vul2safe.generation.base import (
     GenerationRequest,
     SamplingParams,
     Session,
+    token_budget,
 )
 from vul2safe.generation.local_model import ResolvedModel, resolve_dtype, resolve_model
 from vul2safe.generation.prompting import encode_prompt, has_chat_template, truncate_at_stop
@@ -93,6 +99,7 @@ class VLLMSession(Session):
         self.tokenizer = llm.get_tokenizer()
         self.chat = options.use_chat_template and has_chat_template(self.tokenizer)
         self.chunk_size = max(1, int(options.extra.get("chunk_size", 256)))
+        self.context = _max_model_len(llm)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -104,16 +111,17 @@ class VLLMSession(Session):
             "mode": "chat" if self.chat else "completion",
             "dtype": self.engine["dtype"],
             "vllm_version": getattr(self.vllm, "__version__", "unknown"),
+            "context_window": self.context,
             "engine": {k: v for k, v in self.engine.items() if k not in ("model", "download_dir")},
         }
 
-    def _sampling(self, params: SamplingParams, seed: int) -> Any:
+    def _sampling(self, params: SamplingParams, seed: int, budget: int | None) -> Any:
         return self.vllm.SamplingParams(
             n=1,
             seed=seed,
             temperature=params.temperature,
             top_p=params.top_p,
-            max_tokens=params.max_tokens,
+            max_tokens=budget,
             stop=list(params.stop) or None,
         )
 
@@ -135,22 +143,26 @@ class VLLMSession(Session):
         use_template = self.options.use_chat_template
         for start in range(0, len(requests), self.chunk_size):
             chunk = requests[start : start + self.chunk_size]
-            prompts = [
-                {"prompt_token_ids": encode_prompt(self.tokenizer, r.prompt, use_template)}
-                for r in chunk
+            encoded = [encode_prompt(self.tokenizer, r.prompt, use_template) for r in chunk]
+            budgets = [token_budget(params.max_tokens, self.context, len(ids)) for ids in encoded]
+            for offset, budget in enumerate(budgets):
+                if budget == 0:  # the prompt fills the context: vLLM would refuse the chunk
+                    yield start + offset, Completion("", "length", len(encoded[offset]), 0)
+            live = [i for i, budget in enumerate(budgets) if budget != 0]
+            prompts = [{"prompt_token_ids": encoded[i]} for i in live]
+            sampling = [
+                self._sampling(params, params.seed + chunk[i].sample_index, budgets[i])
+                for i in live
             ]
-            sampling = [self._sampling(params, params.seed + r.sample_index) for r in chunk]
-            outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
-            for offset, output in enumerate(outputs):
+            outputs = self.llm.generate(prompts, sampling, use_tqdm=False) if live else []
+            for offset, output in zip(live, outputs, strict=True):
                 best = output.outputs[0]
                 yield (
                     start + offset,
                     Completion(
                         text=self._text(best.token_ids, params),
                         finish_reason=best.finish_reason,
-                        prompt_tokens=len(
-                            output.prompt_token_ids or prompts[offset]["prompt_token_ids"]
-                        ),
+                        prompt_tokens=len(output.prompt_token_ids or encoded[offset]),
                         completion_tokens=len(best.token_ids),
                     ),
                 )
@@ -165,6 +177,16 @@ class VLLMSession(Session):
             log.warning("shutting the vLLM engine down: %s", exc)
         del llm
         gc.collect()
+
+
+def _max_model_len(llm: Any) -> int | None:
+    """The engine's context (``max_model_len``: the model's, or the one the user set)."""
+    for owner in (getattr(llm, "llm_engine", None), llm):
+        config = getattr(owner, "model_config", None)
+        value = getattr(config, "max_model_len", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class VLLMBackend(Backend):

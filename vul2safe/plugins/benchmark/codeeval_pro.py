@@ -119,6 +119,9 @@ class CodeEvalProBenchmark(Benchmark):
     data_subdirs: ClassVar[tuple[str, ...]] = ("codeeval-pro",)
     #: ``HumanEvalPro`` / ``MbppPro``
     id_prefix: ClassVar[str] = ""
+    #: what ``vul2safe eval`` generates with when --max-tokens is not given: the official
+    #: README's ``--max_new_tokens 4096`` (README.md:93, eval/inference.py:140)
+    default_max_tokens: ClassVar[int] = 4096
 
     def _to_task(self, record: dict[str, Any], where: str) -> Task:
         missing = [f for f in FIELDS if f not in record]

@@ -114,6 +114,9 @@ class CyberSecEvalBenchmark(Benchmark):
     #: the dataset's ``variant`` value, and the upstream sub-folder
     variant: ClassVar[str] = ""
     upstream_file: ClassVar[str] = ""
+    #: what ``vul2safe eval`` generates with when --max-tokens is not given: PurpleLlama's
+    #: ``DEFAULT_MAX_TOKENS`` (CybersecurityBenchmarks/benchmark/llms/llm_base.py:24)
+    default_max_tokens: ClassVar[int] = 2048
 
     # ------------------------------------------------------------------ loading
 
