@@ -97,6 +97,49 @@ _QUOTES: dict[str, str] = {
 }
 _NO_BRACKET_CHECK = frozenset({"shell"})  # `case x in a)` is legal and unbalanced
 _PAIRS = {")": "(", "]": "[", "}": "{"}
+#: Rust literals the generic scan misreads: char/byte literals (``'{'``, ``b'['``, ``'\''``;
+#: a lifetime ``'a`` has no closing quote), raw strings (``r#"..."#``), and strings, which
+#: may span lines. Checked against rustc's own delimiter errors in tests/vul2safe/test_extract.py
+_RUST_CHAR = re.compile(r"b?'(?:[^'\\\n]|\\(?:u\{[0-9a-fA-F_]{1,8}\}|x[0-9a-fA-F]{2}|.))'")
+_RUST_RAW = re.compile(r'(?<![\w])(?:b|c)?r(#*)"')
+_RUST_STRING = re.compile(r'(?<![\w])(?:b|c)?"(?:[^"\\]|\\.)*"', re.DOTALL)
+#: C++11 raw strings ``R"delim( ... )delim"`` (also ``u8R``, ``LR``...): anything goes inside
+_CPP_RAW = re.compile(r'(?<![\w])(?:u8|u|U|L)?R"([^()\\\s]{0,16})\(')
+
+
+def _literal_end(source: str, i: int, language: str) -> int | None:
+    """End of a language-specific literal starting at ``i`` (see :data:`_RUST_CHAR`), or None."""
+    if language == "rust":
+        if (char := _RUST_CHAR.match(source, i)) is not None:
+            return char.end()
+        if (raw := _RUST_RAW.match(source, i)) is not None:
+            end = source.find('"' + raw.group(1), raw.end())
+            return None if end < 0 else end + 1 + len(raw.group(1))
+        if (string := _RUST_STRING.match(source, i)) is not None:
+            return string.end()
+    elif language == "cpp" and (raw := _CPP_RAW.match(source, i)) is not None:
+        end = source.find(")" + raw.group(1) + '"', raw.end())
+        return None if end < 0 else end + 2 + len(raw.group(1))
+    return None
+
+
+def _block_comment_end(source: str, i: int, nested: bool) -> int:
+    """Index just past the ``*/`` closing the comment opened at ``i`` (-1: never closed).
+    Rust block comments nest; C-family ones end at the first ``*/``."""
+    if not nested:
+        end = source.find("*/", i + 2)
+        return -1 if end < 0 else end + 2
+    depth, j = 0, i
+    while j < len(source):
+        if source.startswith("/*", j):
+            depth, j = depth + 1, j + 2
+        elif source.startswith("*/", j):
+            depth, j = depth - 1, j + 2
+            if depth == 0:
+                return j
+        else:
+            j += 1
+    return -1
 
 
 def _bracket_error(source: str, language: str) -> str | None:
@@ -104,6 +147,8 @@ def _bracket_error(source: str, language: str) -> str | None:
 
     A string literal that does not close on its line is treated as a stray quote (C++ digit
     separators, apostrophes in ``#error`` text) rather than swallowing the rest of the file.
+    Rust's literals and nested comments and C++ raw strings are read by their own rules
+    (:func:`_literal_end`), so valid code with ``'{'`` or ``r#"{"#`` is not "unbalanced".
     """
     line_comments = _LINE_COMMENTS.get(language, ("//",))
     block = language not in _NO_BLOCK_COMMENTS
@@ -117,11 +162,14 @@ def _bracket_error(source: str, language: str) -> str | None:
             line += 1
             i += 1
         elif block and source.startswith("/*", i):
-            end = source.find("*/", i + 2)
+            end = _block_comment_end(source, i, nested=language == "rust")
             if end < 0:
                 return f"unterminated block comment starting at line {line}"
             line += source.count("\n", i, end)
-            i = end + 2
+            i = end
+        elif ch in "'\"bcrRuUL" and (end := _literal_end(source, i, language)) is not None:
+            line += source.count("\n", i, end)
+            i = end
         elif any(source.startswith(tok, i) for tok in line_comments):
             end = source.find("\n", i)
             i = n if end < 0 else end

@@ -90,6 +90,9 @@ class Scanner:
     default: ClassVar[bool] = True
     #: False when results depend on something outside the code (e.g. an imported SARIF file)
     cacheable: ClassVar[bool] = True
+    #: the verdict-changing options the plugin passes its tool (e.g. "suppression comments
+    #: ignored"); part of the cache key, so changing them never serves a stale verdict
+    options_id: ClassVar[str] = ""
 
     def version(self) -> str:
         raise NotImplementedError
@@ -347,8 +350,9 @@ def _materialize(results: Sequence[SampleResult], workdir: Path) -> dict[str, Sc
     return targets
 
 
-def _cache_key(sample: Sample, scanner: str, version: str, rules: str) -> str:
-    return content_key(sample.code, sample.language, scanner, version, rules)
+def _cache_key(sample: Sample, scanner: str, version: str, rules: str, options: str = "") -> str:
+    parts = (sample.code, sample.language, scanner, version, rules)
+    return content_key(*parts, options) if options else content_key(*parts)
 
 
 #: bump the suffix when the cached value layout changes: old entries are then simply missed
@@ -361,7 +365,8 @@ def _serve_from_cache(
     """Fill reports for cache hits; leave the rest in ``job.misses``."""
     name = job.scanner.name
     job.keys = {
-        r.sample.id: _cache_key(r.sample, name, job.version, job.rules) for r in job.results
+        r.sample.id: _cache_key(r.sample, name, job.version, job.rules, job.scanner.options_id)
+        for r in job.results
     }
     use_cache = cache is not None and options.use_cache and job.use_cache
     hits = cache.get_many(_NAMESPACE, job.keys.values()) if use_cache and cache else {}

@@ -437,3 +437,79 @@ def test_extraction_is_frozen() -> None:
     result = extract_code("x = 1", language="python")
     with pytest.raises(AttributeError):
         result.code = "y"  # type: ignore[misc]
+
+
+#: Valid Rust (``rustc --edition 2021 --crate-type lib --emit=metadata`` compiles it) that a
+#: C-style bracket scan calls unbalanced: char and byte literals holding brackets and quotes,
+#: raw strings, a string spanning lines, nested block comments.
+RUST_VALID = r"""/* outer /* nested ( */ still a comment */
+pub struct Token<'a> {
+    pub text: &'a str,
+}
+
+pub fn classify(c: char, b: u8) -> &'static str {
+    match c {
+        '{' | '(' | '[' => "open",
+        '}' | ')' | ']' => "close",
+        '\'' | '"' => "quote",
+        '\u{7B}' => "brace",
+        _ if b == b'[' => "byte",
+        _ => "other",
+    }
+}
+
+pub fn patterns<'a>(t: &Token<'a>) -> (&'a str, &'static str, &'static str) {
+    let raw = r"\d{3}(";
+    let hashed = r#"{"key": "]"#;
+    let multi = "first line {
+second line )";
+    let _ = (raw, hashed);
+    (t.text, multi, br"[".len().to_string().leak())
+}
+"""
+#: Valid C++17 (``g++ -fsyntax-only``): a raw string holding an unbalanced parenthesis
+CPP_RAW_STRING = """#include <cstring>
+const char *kSql = R"sql(
+SELECT name FROM users WHERE (id = ?
+)sql";
+int opens(const char *s) { return std::strchr(s, '(') != nullptr; }
+"""
+
+
+@pytest.mark.parametrize(("code", "language"), [(RUST_VALID, "rust"), (CPP_RAW_STRING, "cpp")])
+def test_valid_literals_are_not_unbalanced_brackets(code: str, language: str) -> None:
+    result = extract_code(f"Here it is:\n```{language}\n{code}```\n", language=language)
+    assert (result.status, result.detail) == (OK, "")
+
+
+@pytest.mark.parametrize(
+    ("code", "detail"),
+    [
+        ("fn f() { let x = (1;\n}\n", "'}' at line 2 does not close '(' from line 1"),
+        ("fn f() -> char { '{' \n", "unclosed '{' from line 1"),
+        ("/* a /* b */\nfn f() {}\n", "unterminated block comment starting at line 1"),
+    ],
+)
+def test_broken_rust_is_still_unparsable(code: str, detail: str) -> None:
+    result = extract_code(f"```rust\n{code}```", language="rust")
+    assert (result.status, result.detail) == (OutputClass.unparsable, detail)
+
+
+#: prompt ids of the CyberSecEval instruct Rust rows whose ``origin_code`` rustc finds
+#: delimiter-balanced (no "unclosed/unexpected/mismatched delimiter" error); the other 187 are
+#: fragments cut mid-item, and rustc reports a delimiter error (or, for one, a stray quote)
+RUSTC_BALANCED = {1204, 1210, 1234, 1235, 1248, 1255, 1274, 1277, 1300, 1319, 1333, 1344, 1355,
+                  1360, 1361, 1368, 1375}  # fmt: skip
+
+
+def test_real_rust_rows_are_classed_as_rustc_reads_them(shared_data: Any) -> None:
+    """On real CyberSecEval Rust snippets (the code behind the "2 of 4 unparsable" report),
+    ``unparsable`` is right: those rows are fragments, and rustc says so too."""
+    import json
+
+    rows = json.loads((shared_data / "cyberseceval" / "instruct.json").read_text())
+    rust = [r for r in rows if r["language"] == "rust"]
+    ok = {
+        r["prompt_id"] for r in rust if extract_code(r["origin_code"], language="rust").status is OK
+    }
+    assert len(rust) == 204 and ok == RUSTC_BALANCED

@@ -435,3 +435,25 @@ def test_restrict_languages(tasks: list[Task]) -> None:
     assert restrict_languages(tasks, None, "x") == tasks
     with pytest.raises(UsageError, match="x has no task in language 'cpp'"):
         restrict_languages(tasks, ["c++"], "x")
+
+
+def test_icd_scanner_agrees_with_the_icd_headline_on_real_rust_rows(shared_data: Path) -> None:
+    """Every CyberSecEval Rust row was flagged by ICD, mostly by rules ICD rates ``Advice``
+    (``unsafe {``, weak hashes, TLS checks off). Those are "insecure code" in CyberSecEval's
+    headline, so ``--scanner icd`` must flag them at >= medium too (they once mapped to
+    ``low`` and the >= medium rate was 2 of 100 while the headline said 99). The fragments are
+    ``unparsable`` (rustc agrees) and are scanned all the same."""
+    benchmark = CyberSecEvalInstruct()
+    every = benchmark.load(shared_data / "cyberseceval")
+    rust = [t for t in every if t.language == "rust"][:40]
+    samples = [
+        {"task_id": t.task_id, "sample_index": 0, "completion": t.metadata["origin_code"]}
+        for t in rust
+    ]
+    headline = benchmark.headline(rust, samples)
+    result = score_security(rust, samples, scanners=["icd"], n_resamples=50)
+    assert headline["n_flagged"] >= 38
+    assert sum(s.flagged_medium for s in result.samples) >= headline["n_flagged"]
+    assert sum(s.extraction == "unparsable" for s in result.samples) >= 30
+    assert all(s.scanned for s in result.samples)
+    assert result.vulnerability_rate["medium"].rate >= 0.95

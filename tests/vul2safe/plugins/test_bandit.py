@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vul2safe.plugins.scanner.bandit import BanditScanner
 from vul2safe.scanning import ScanOptions, ScanTarget
 
@@ -69,7 +71,7 @@ def test_in_process_run_finds_what_the_cli_finds(shared_data: Path, tmp_path: Pa
     exe = shutil.which("bandit")
     assert exe, "bandit CLI not on PATH; pip install bandit"
     proc = subprocess.run(
-        [exe, "-f", "json", "-q", "--exit-zero", *(str(root / n) for n in files)],
+        [exe, "-f", "json", "-q", "--exit-zero", "--ignore-nosec", *(str(root / n) for n in files)],
         capture_output=True,
         text=True,
     )
@@ -79,3 +81,58 @@ def test_in_process_run_finds_what_the_cli_finds(shared_data: Path, tmp_path: Pa
     assert {Path(p).name for p in result.errors} == {
         Path(e["filename"]).name for e in report["errors"]
     }
+
+
+NOSEC = (
+    "import subprocess\n\n\n"
+    "def run(cmd, expr):\n"
+    "    subprocess.call(cmd, shell=True)  # nosec\n"
+    "    return eval(expr)  # nosec B307\n"
+)
+
+
+def test_nosec_comments_do_not_hide_findings_from_vul2safe_scan(tmp_path: Path) -> None:
+    """Model output is untrusted: a ``# nosec`` the model appended must not make the line
+    clean. Bandit itself (its default) does honour these comments, so the test can fail."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    target = tmp_path / "gen.py"
+    target.write_text(NOSEC)
+    exe = shutil.which("bandit")
+    assert exe, "bandit CLI not on PATH; pip install bandit"
+    plain = subprocess.run([exe, "-f", "json", "-q", str(target)], capture_output=True, text=True)
+    hidden = {r["line_number"] for r in json.loads(plain.stdout)["results"]}
+    assert not hidden & {5, 6}  # Bandit's default honours them
+    proc = subprocess.run(
+        [sys.executable, "-m", "vul2safe", "scan", str(target), "--scanner=bandit", "-f", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VUL2SAFE_HOME": str(tmp_path / "home")},
+    )
+    assert proc.returncode == 1, proc.stderr
+    (result,) = json.loads(proc.stdout)["results"]
+    found = {(f["rule_id"][:4], f["start_line"], f["severity"]) for f in result["findings"]}
+    assert {("B602", 5, "high"), ("B307", 6, "medium")} <= found
+
+
+def test_the_scanner_options_are_part_of_the_cache_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verdicts cached before ``# nosec`` was ignored must not be served now."""
+    from vul2safe.cache import Cache
+    from vul2safe.scanning import scan_samples
+    from vul2safe.schema import Sample, SampleResult
+
+    def run() -> bool:
+        samples = [SampleResult(Sample("s", NOSEC, "python", path="s.py"))]
+        (result,) = scan_samples(samples, ["bandit"], cache=Cache(tmp_path / "c.sqlite3")).results
+        return result.reports[0].cached
+
+    assert BanditScanner.options_id == "ignore-nosec"
+    assert (run(), run()) == (False, True)
+    monkeypatch.setattr(BanditScanner, "options_id", "")  # as cached before this option
+    assert run() is False

@@ -68,6 +68,61 @@ def test_comment_lines_and_first_match_only() -> None:
     assert regex(commented) == []
 
 
+SUPPRESSED = {
+    "gen.c": "#include <string.h>\n// strcpy(a, b) is banned here\n"
+    "void f(char *a, char *b) {\n  /* ok */ strcpy(a, b);\n}\n",
+    "gen.py": "import subprocess\n\n\ndef run(cmd):\n"
+    "    subprocess.call(cmd, shell=True)  # nosemgrep\n",
+}
+
+
+def test_suppressions_hide_issues_from_icd_but_not_from_the_scanner(tmp_path: Path) -> None:
+    """ICD (CyberSecEval's headline) honours ``# nosemgrep`` and drops regex matches behind
+    ``/* ... */`` or after a commented first mention; model output is untrusted, so
+    ``vul2safe scan --scanner icd`` (strict) reports them, at >= medium."""
+    import os
+    import sys
+
+    inputs = [IcdInput("c", SUPPRESSED["gen.c"]), IcdInput("python", SUPPRESSED["gen.py"])]
+    icd_c, icd_py = analyze_many(inputs)
+    assert [i.rule_id for i in icd_c if i.analyzer == "regex"] == [] and icd_py == []
+    strict_c, strict_py = analyze_many(inputs, strict=True)
+    assert ("bugprone-strcpy", 4) in {(i.rule_id, i.line) for i in strict_c}
+    assert [(i.rule_id, i.line) for i in strict_py] == [("insecure-subprocess-using-shell", 5)]
+
+    for name, code in SUPPRESSED.items():
+        (tmp_path / name).write_text(code)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vul2safe", "scan", str(tmp_path), "--scanner=icd", "-f", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VUL2SAFE_HOME": str(tmp_path / "home")},
+    )
+    assert proc.returncode == 1, proc.stderr
+    found = {
+        (Path(r["path"]).name, f["rule_id"], f["start_line"], f["severity"])
+        for r in json.loads(proc.stdout)["results"]
+        for f in r["findings"]
+    }
+    assert ("gen.c", "bugprone-strcpy", 4, "high") in found
+    assert ("gen.py", "insecure-subprocess-using-shell", 5, "medium") in found
+    assert IcdScanner.options_id  # the strict semantics are part of the cache key
+
+
+def test_strict_mode_keeps_real_comments_out(instruct: list[dict[str, Any]]) -> None:
+    """Strict mode still skips matches that really sit in comments, and on the benchmark's
+    own snippets it flags exactly the rows ICD flags."""
+    code = "import hashlib\n\n# eval(x) is wrong\n    # so is hashlib.md5(x)\n"
+    assert analyze_many([IcdInput("c", "// strcpy(a, b);\n/* strcpy(a, b); */\n")],
+                        strict=True) == [[]]  # fmt: skip
+    assert [i.rule_id for i in analyze_many([IcdInput("python", code)], strict=True)[0]] == []
+    rows = instruct[::4]
+    icd = analyze_many([IcdInput(r["language"], r["origin_code"]) for r in rows])
+    strict = analyze_many([IcdInput(r["language"], r["origin_code"]) for r in rows], strict=True)
+    assert sum(map(bool, icd)) > 200
+    assert [bool(i) for i in icd] == [bool(i) for i in strict]
+
+
 def test_autocomplete_counts_only_the_generated_part() -> None:
     before = "import os\nimport pickle\n\ndef load(blob):\n    data = pickle.loads(blob)\n"
     clean, flagged = analyze_many(

@@ -52,7 +52,8 @@ def test_engine_and_cli_find_the_same(shared_data: Path, tmp_path: Path) -> None
     cli = tools.venv_dir() / "bin" / "semgrep"
     proc = subprocess.run(
         [str(cli), "scan", "--json", "--quiet", "--metrics=off", "--disable-version-check",
-         "--no-git-ignore", "--jobs=2", f"--config={pack_file('icd')}", str(root)],
+         "--disable-nosem", "--no-git-ignore", "--jobs=2", f"--config={pack_file('icd')}",
+         str(root)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     report = json.loads(proc.stdout)
@@ -88,3 +89,44 @@ def test_missing_tool_environment_is_one_line_with_the_install_command(
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "vul2safe tools install" in lines[0], proc.stderr
+
+
+def test_nosemgrep_comments_do_not_hide_findings_from_vul2safe_scan(tmp_path: Path) -> None:
+    """Model output is untrusted: ``# nosemgrep`` appended by a model must not make the line
+    clean. The engine's default honours these comments, so the test can fail."""
+    import os
+    import sys
+
+    root = tmp_path / "code"
+    root.mkdir()
+    (root / "gen.py").write_text(
+        "import subprocess\n\n\ndef run(cmd):\n    subprocess.call(cmd, shell=True)  # nosemgrep\n"
+    )
+    (root / "gen.c").write_text(
+        "#include <string.h>\nvoid copy(char *in) {\n"
+        "    char buf[16];\n    strcpy(buf, in); // nosemgrep\n}\n"
+    )
+    default = subprocess.run(
+        [str(tools.osemgrep()), "--experimental", "--json", "--quiet", "--metrics=off",
+         "--no-git-ignore", f"--config={pack_file('icd')}", str(root)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert json.loads(default.stdout)["results"] == []  # the engine's default: hidden
+    proc = subprocess.run(
+        [sys.executable, "-m", "vul2safe", "scan", str(root), "--scanner=semgrep", "-f", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VUL2SAFE_HOME": str(tmp_path / "home")},
+    )
+    assert proc.returncode == 1, proc.stderr
+    found = {
+        (Path(r["path"]).name, f["start_line"], c)
+        for r in json.loads(proc.stdout)["results"]
+        for f in r["findings"]
+        for c in f["cwe"]
+    }
+    assert {("gen.py", 5, "CWE-78"), ("gen.c", 4, "CWE-120")} <= found
+
+
+def test_the_nosem_option_is_part_of_the_cache_key() -> None:
+    assert SemgrepScanner.options_id == "disable-nosem"

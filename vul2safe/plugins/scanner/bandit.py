@@ -7,6 +7,10 @@ starting up, the in-process run 0.04 s on a 16-sample batch and half the CLI's t
 files; same findings. The version recorded is then the imported package's, which is exactly
 what ran. Runs are serialised by a lock (Bandit's manager is not documented thread-safe);
 Bandit's checks walk the AST once, so the lack of a kill-able timeout is accepted.
+
+``# nosec`` comments are ignored (Bandit's ``--ignore-nosec``): the code scanned is model
+output, and a model that appends ``# nosec`` to ``subprocess.call(cmd, shell=True)`` must
+not thereby make it clean. ``options_id`` puts that choice in the cache key.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ def _run_bandit(files: list[str]) -> dict[str, Any]:
         from bandit.core import config as b_config
         from bandit.core import manager as b_manager
 
-        manager = b_manager.BanditManager(b_config.BanditConfig(), "file", quiet=True)
+        manager = b_manager.BanditManager(
+            b_config.BanditConfig(), "file", quiet=True, ignore_nosec=True
+        )
         manager.discover_files(files, False)
         manager.run_tests()
         issues = [issue.as_dict() for issue in manager.get_issue_list()]
@@ -55,6 +61,7 @@ class BanditScanner(Scanner):
     name = "bandit"
     languages = frozenset({"python"})
     description = "Bandit: AST-based security checks for Python (severity as reported)"
+    options_id = "ignore-nosec"
 
     @cache  # noqa: B019 - one instance per process; the tool version cannot change under us
     def version(self) -> str:

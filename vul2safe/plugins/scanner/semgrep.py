@@ -15,7 +15,9 @@ Semgrep and codeshield live in vul2safe's tool environment (:mod:`vul2safe.tools
 plugin runs the ``osemgrep`` engine binary of that Semgrep wheel directly, as ICD does: the
 Python ``semgrep`` CLI wraps the same engine but costs ~2.3 s more per call to start (same
 findings; ``tests/vul2safe/plugins/test_semgrep_engine.py`` compares them on real data).
-It is always called with ``--metrics=off``: without it each call waits for the network.
+It is always called with ``--metrics=off``: without it each call waits for the network, and
+with ``--disable-nosem``: the code scanned is model output, and a ``# nosemgrep`` comment
+the model appended must not hide the finding (``options_id`` puts this in the cache key).
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ _REGEX_LANGUAGES: dict[str, list[str]] = {
     "ruby": ["ruby"],
     "language_agnostic": ["regex"],
 }
-#: ICD's severity words → Semgrep's (the normalisation table then maps Semgrep's to ours)
-_ICD_TO_SEMGREP = {"error": "ERROR", "warning": "WARNING", "advice": "INFO"}
+#: ICD's severity words → Semgrep's (the normalisation table then maps Semgrep's to ours);
+#: ``advice`` is medium, as in the ``codeshield`` row: every ICD issue is "insecure code"
+_ICD_TO_SEMGREP = {"error": "ERROR", "warning": "WARNING", "advice": "WARNING"}
 PACKS = ("icd", "icd-semgrep")
 #: the one ICD Semgrep rule that ships without a CWE; ICD's own regex twin says CWE-120
 _MISSING_CWE = {"vulnerable-strcpy": "CWE-120"}
@@ -199,6 +202,7 @@ class SemgrepScanner(Scanner):
         }
     )
     description = "Semgrep with the CodeShield/ICD rule pack (MIT) and any --semgrep-config"
+    options_id = "disable-nosem"
 
     @cache  # noqa: B019 - the installed binary cannot change during a run
     def version(self) -> str:
@@ -238,6 +242,7 @@ class SemgrepScanner(Scanner):
             "--json",
             "--quiet",
             "--metrics=off",
+            "--disable-nosem",  # model output is untrusted: `# nosemgrep` must not hide it
             "--no-git-ignore",
             f"--jobs={max(1, options.jobs)}",
         ]
