@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Set up everything vul2safe needs on a fresh Debian machine, in one command:
-#   system packages (sandbox, browser for the leaderboard test, compilers for CWEval),
-#   a virtualenv (.venv, or $VUL2SAFE_VENV) with torch's CPU wheel first, vul2safe and its
-#   extras, the example third-party plugin; the scanner tool environment (Semgrep and
-#   codeshield live in a virtualenv of their own: their exact pins break other installs); the
-#   SARIF Multitool; and a second virtualenv for vLLM (.venv-vllm, or $VUL2SAFE_VLLM_VENV;
-#   VUL2SAFE_SETUP_VLLM=0 skips it), whose pins stay out of the main one (docs/backends.md).
+# - system packages: bubblewrap (the sandbox), Chromium (the leaderboard page test), the
+#   compilers and libraries of CWEval's C/C++/Go tasks;
+# - a virtualenv ($VUL2SAFE_VENV, default ~/.local/share/vul2safe/venv): torch's CPU wheel
+#   first, then vul2safe with its extras and the example third-party plugin;
+# - the scanner tool environment (Semgrep and codeshield pin heavy exact dependencies, so they
+#   live in a virtualenv of their own) and the SARIF Multitool;
+# - a second virtualenv for vLLM ($VUL2SAFE_VLLM_VENV, default ~/.local/share/vul2safe/
+#   venv-vllm; VUL2SAFE_SETUP_VLLM=0 skips it), whose pins stay out of the main one.
+# The virtualenvs live outside the checkout on purpose (scripts/venvs.sh says why).
 # Re-running it is safe: it reuses what is there. Needs root or sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV="${VUL2SAFE_VENV:-.venv}"
-VLLM_VENV="${VUL2SAFE_VLLM_VENV:-.venv-vllm}"
+source scripts/venvs.sh
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" > /dev/null || PYTHON=python3
 SUDO=""

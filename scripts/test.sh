@@ -3,10 +3,10 @@
 # tests/test_repository.py runs ruff) in the main one. Extra arguments go to the main run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${VUL2SAFE_VENV:-.venv}"
-VLLM_VENV="${VUL2SAFE_VLLM_VENV:-.venv-vllm}"
+source scripts/venvs.sh
 
+# Each run as if its environment were activated: tests call the tools' own CLIs too.
 if [ "${VUL2SAFE_SETUP_VLLM:-1}" != 0 ]; then
-    "$VLLM_VENV/bin/python" -m pytest -m vllm
+    (PATH="$VLLM_VENV/bin:$PATH" VIRTUAL_ENV="$VLLM_VENV" "$VLLM_VENV/bin/python" -m pytest -m vllm)
 fi
-"$VENV/bin/python" -m pytest "$@"
+PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV" "$VENV/bin/python" -m pytest "$@"
