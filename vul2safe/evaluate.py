@@ -29,6 +29,7 @@ from typing import Any
 from vul2safe import __version__
 from vul2safe.benchmark import Benchmark, BenchmarkKind, Task, dataset_hash
 from vul2safe.errors import UsageError
+from vul2safe.fileio import write_json_atomic
 from vul2safe.generation.base import BackendOptions, Prompt, SamplingParams, Session
 from vul2safe.schema import Severity
 
@@ -170,7 +171,7 @@ def write_manifest(
         max_tokens = {**(recorded.get("max_tokens") or {}), **max_tokens}
     output.mkdir(parents=True, exist_ok=True)
     record = {"config": manifest, "benchmarks": benchmarks, "max_tokens": max_tokens}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json_atomic(path, record)
 
 
 def build_prompt(
@@ -232,7 +233,6 @@ class EvalProgress:
 def run_eval(config: EvalConfig, progress: EvalProgress | None = None) -> dict[str, Any]:
     """Generate for every benchmark, score, and write ``results.json`` last."""
     from vul2safe.cache import Cache
-    from vul2safe.fileio import write_json_atomic
     from vul2safe.generation.runner import generate_samples
     from vul2safe.sarif import to_sarif
 

@@ -137,6 +137,14 @@ def _engine_processes() -> list[Any]:
 
 
 @pytest.mark.vllm
+def test_unknown_engine_option_is_one_usage_error(tiny_model_dir: Path) -> None:
+    _need_vllm()
+    options = BackendOptions(model=str(tiny_model_dir), extra={"no_such_engine_option": 1})
+    with pytest.raises(UsageError, match=r"no_such_engine_option.*--backend-arg"):
+        VLLMBackend().open(options)
+
+
+@pytest.mark.vllm
 def test_close_ends_the_engine_process(tiny_model_dir: Path) -> None:
     import psutil
 

@@ -211,6 +211,13 @@ class VLLMBackend(Backend):
         kwargs.update(user)
         try:
             llm = vllm.LLM(**kwargs)
+        except TypeError as exc:  # an engine option vLLM does not know, from --backend-arg
+            if "unexpected keyword argument" not in str(exc):
+                raise
+            raise UsageError(
+                f"vLLM rejected an engine option: {str(exc).strip().splitlines()[0]}; check the "
+                "--backend-arg names against vLLM's engine arguments (docs/backends.md)"
+            ) from None
         except (OSError, ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise Vul2SafeError(f"vLLM cannot load model '{options.model}': {first}") from None

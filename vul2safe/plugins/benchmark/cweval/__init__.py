@@ -69,6 +69,9 @@ class CWEval(Benchmark):
     )
     citation: ClassVar[str] = CITATION
     version: ClassVar[str] = "1"
+    #: what ``vul2safe eval`` generates with when --max-tokens is not given: upstream's
+    #: ``max_completion_tokens`` (cweval/generate.py)
+    default_max_tokens: ClassVar[int] = 2048
     language: ClassVar[str] = "multi"
     data_files: ClassVar[tuple[str, ...]] = ("benchmark",)
 
