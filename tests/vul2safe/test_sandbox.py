@@ -216,6 +216,17 @@ def test_unavailable_sandbox_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
         run_programs(["print(1)\n"], jobs=1)
 
 
+def test_a_virtualenv_under_tmp_is_refused_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox's private /tmp would hide such an interpreter: say so instead of failing."""
+    exe, _, site = sandbox.python_paths()
+    monkeypatch.setattr(sandbox, "python_paths", lambda: (exe, ["/tmp/ci/venv"], site))
+    ok, reason = sandbox._probe_bwrap.__wrapped__()
+    assert not ok
+    assert "/tmp/ci/venv" in reason and "create the virtualenv elsewhere" in reason
+
+
 def test_unsafe_mode_runs_with_rlimits_and_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "_probe_bwrap", lambda: (False, "bwrap not found (test)"))
     monkeypatch.setattr(sandbox, "_unsafe_warned", False)

@@ -116,6 +116,13 @@ def _probe_bwrap() -> tuple[bool, str]:
         return False, "bwrap (bubblewrap) is not installed"
     if os.geteuid() == 0 and find_setpriv() is None:
         return False, "running as root needs setpriv (util-linux) to drop to a private uid"
+    hidden = [p for p in python_paths()[1] if p.split("/")[1:2] in (["tmp"], ["dev"])]
+    if hidden:  # the sandbox mounts a fresh tmpfs on /tmp and /dev/shm over whatever is there
+        return False, (
+            f"the Python environment {hidden[0]} lives under /tmp or /dev, which the sandbox "
+            "replaces with a private tmpfs; create the virtualenv elsewhere "
+            "(e.g. ~/.local/share/vul2safe/venv)"
+        )
     try:
         result = _run_one("import os\nassert os.getcwd() == '/sandbox'\n", _PROBE_LIMITS, True)
     except OSError as exc:

@@ -129,6 +129,7 @@ class OpenAIHTTPServer(ThreadingHTTPServer):
         self.keep_bodies = keep_bodies
         self.bodies: list[dict[str, Any]] = []  # every generation request, if keep_bodies
         self._stats_lock = threading.Lock()
+        self._stats_idle = threading.Condition(self._stats_lock)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -169,8 +170,14 @@ class OpenAIHTTPServer(ThreadingHTTPServer):
             self._thread = None
 
     def reset(self) -> None:
-        """Forget faults, latency, statistics and bodies (between tests sharing one server)."""
-        with self._stats_lock:
+        """Forget faults, latency, statistics and bodies (between tests sharing one server).
+
+        Waits for requests still being answered (a previous test may have abandoned one):
+        zeroing the in-flight gauge under them would leave it negative and skew the next
+        test's concurrency figures. The 60 s bound is a safety net, not a timing.
+        """
+        with self._stats_idle:
+            self._stats_idle.wait_for(lambda: self.stats.in_flight <= 0, timeout=60)
             self.fault_plan = None
             self.latency_s = 0.0
             self.stats.requests = self.stats.in_flight = self.stats.max_in_flight = 0
@@ -190,6 +197,7 @@ class OpenAIHTTPServer(ThreadingHTTPServer):
     def leave(self) -> None:
         with self._stats_lock:
             self.stats.in_flight -= 1
+            self._stats_idle.notify_all()
 
     # --- connection tracking (so close() can end kept-alive connections) ------------------
 
