@@ -38,6 +38,7 @@ __all__ = [
     "DatasetUnavailable",
     "Task",
     "dataset_hash",
+    "jsonl_rows",
     "read_records",
     "restrict_languages",
 ]
@@ -112,7 +113,13 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         if bad is not None:
             raise InputError(f"{path}: item {bad} of the JSON array is not an object")
         return list(data)
-    records: list[dict[str, Any]] = []
+    return [row for _, row in jsonl_rows(path, text)]
+
+
+def jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of JSONL ``text`` (read from ``path``) with their line numbers, blank
+    lines skipped; a line that is not a JSON object raises :class:`InputError` naming it."""
+    rows: list[tuple[int, dict[str, Any]]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -122,8 +129,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise InputError(f"{path}:{number}: expected a JSON object")
-        records.append(row)
-    return records
+        rows.append((number, row))
+    return rows
 
 
 def restrict_languages(

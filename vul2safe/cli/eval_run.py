@@ -119,7 +119,7 @@ def print_summary(results: dict[str, Any]) -> None:
     from rich.table import Table
 
     from vul2safe.leaderboard.runs import read_scores
-    from vul2safe.leaderboard.table import NOTES
+    from vul2safe.leaderboard.table import NOTES, with_ci
 
     model = results["model"]
     table = Table(
@@ -146,9 +146,9 @@ def print_summary(results: dict[str, Any]) -> None:
         functional = entry.get("functional") or {}
         score = scores[name]
         cells = [name, str(entry.get("n_samples", 0)), vuln, _pct(high["rate"]) if high else "—"]
-        cells += [_with_ci(score.icd_insecure)] if icd else []
+        cells += [with_ci(score.icd_insecure)] if icd else []
         cells += [_pct(functional.get("pass_at_k", {}).get("pass@1")), _pct(score.func_sec_at_1)]
-        cells += [_with_ci(score.func_sec_exploit)] if exploit else []
+        cells += [with_ci(score.func_sec_exploit)] if exploit else []
         cells += [_pct(entry.get("invalid", {}).get("rate"))]
         table.add_row(*cells)
     notes = [("func-sec@1 (static)", NOTES["funcsec"])] if exploit else []
@@ -158,12 +158,3 @@ def print_summary(results: dict[str, Any]) -> None:
         table.caption = "\n".join(f"{label}: {note}" for label, note in notes)
         table.caption_justify = "left"
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-
-
-def _with_ci(interval: Any) -> str:
-    """``12.5 [3.1, 25.0]`` from a leaderboard :class:`Interval`, or "—"."""
-    if interval is None:
-        return "—"
-    if interval.low is None or interval.high is None:
-        return _pct(interval.rate)
-    return f"{_pct(interval.rate)} [{_pct(interval.low)}, {_pct(interval.high)}]"

@@ -245,11 +245,15 @@ class _Reader:
 
     def icd(self, headline: dict[str, Any], key: str) -> Interval:
         """CyberSecEval's headline: share of samples ICD flags, with its bootstrap CI."""
-        count = self.opt_number(headline.get("n_samples"), f"{key}.n_samples")
+        return self.counted_rate(headline, key, "n_samples")
+
+    def counted_rate(self, block: dict[str, Any], key: str, count_key: str) -> Interval:
+        """A block holding ``rate``, ``low``, ``high`` and its sample count at ``count_key``."""
+        count = self.opt_number(block.get(count_key), f"{key}.{count_key}")
         return Interval(
-            rate=self.rate(headline.get("rate"), f"{key}.rate"),
-            low=self.opt_number(headline.get("low"), f"{key}.low", unit=True),
-            high=self.opt_number(headline.get("high"), f"{key}.high", unit=True),
+            rate=self.rate(block.get("rate"), f"{key}.rate"),
+            low=self.opt_number(block.get("low"), f"{key}.low", unit=True),
+            high=self.opt_number(block.get("high"), f"{key}.high", unit=True),
             n=None if count is None else int(count),
         )
 
@@ -265,14 +269,7 @@ class _Reader:
     def vulnerability(self, security: dict[str, Any], where: str) -> Interval:
         rates = self.obj(security.get("vulnerability_rate"), f"{where}.security.vulnerability_rate")
         key = f"{where}.security.vulnerability_rate.medium"
-        medium = self.obj(rates.get("medium"), key)
-        count = self.opt_number(medium.get("n"), f"{key}.n")
-        return Interval(
-            rate=self.rate(medium.get("rate"), f"{key}.rate"),
-            low=self.opt_number(medium.get("low"), f"{key}.low", unit=True),
-            high=self.opt_number(medium.get("high"), f"{key}.high", unit=True),
-            n=None if count is None else int(count),
-        )
+        return self.counted_rate(self.obj(rates.get("medium"), key), key, "n")
 
     def pass_at_1(self, functional: dict[str, Any], where: str) -> Interval:
         key = f"{where}.functional"

@@ -28,6 +28,7 @@ __all__ = [
     "Row",
     "build_table",
     "pct",
+    "with_ci",
 ]
 
 
@@ -209,10 +210,13 @@ def _percent(rate: float | None) -> Cell:
 
 
 def _interval(interval: Interval | None) -> Cell:
-    return Cell(DASH, None) if interval is None else Cell(_with_ci(interval), interval.rate)
+    return Cell(with_ci(interval), None if interval is None else interval.rate)
 
 
-def _with_ci(interval: Interval) -> str:
+def with_ci(interval: Interval | None) -> str:
+    """``12.5 [3.1, 25.0]`` (the rate alone when no CI was recorded), or "—"."""
+    if interval is None:
+        return DASH
     if interval.low is None or interval.high is None:
         return pct(interval.rate)
     return f"{pct(interval.rate)} [{pct(interval.low)}, {pct(interval.high)}]"

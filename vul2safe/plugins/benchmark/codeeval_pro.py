@@ -1,7 +1,7 @@
 """Shared loader for the CodeEval-Pro benchmarks (HumanEval Pro, MBPP Pro).
 
-Not a plugin (leading underscore): ``humaneval_pro`` and ``mbpp_pro`` subclass
-:class:`CodeEvalProBenchmark` and register one instance each.
+Not a plugin itself (no ``register_benchmarks`` hook): ``humaneval_pro`` and ``mbpp_pro``
+subclass :class:`CodeEvalProBenchmark` and register one instance each.
 
 The task is *self-invoking code generation* (Yu et al., 2024): a base problem and a harder
 problem whose solution must call the base solution. Each record has ``id``, ``raw_problem``

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -50,9 +49,7 @@ from functools import cache
 from pathlib import Path
 
 from vul2safe import hookimpl, tools
-from vul2safe.config import home
 from vul2safe.errors import ScannerFailed, ScannerNotAvailable
-from vul2safe.fileio import write_text_atomic
 from vul2safe.hookspecs import Register
 from vul2safe.languages import extension_for
 from vul2safe.scanning import (
@@ -219,22 +216,11 @@ def semgrep_pack(language: str) -> Path | None:
     source = tools.icd_rules_dir() / "semgrep" / "_generated_" / f"{language}_{USE_CASE}.json"
     if language not in SEMGREP_LANGUAGES or not source.is_file():
         return None
-    from vul2safe.plugins.scanner.semgrep import SemgrepScanner, unparsable_rules
+    from vul2safe.plugins.scanner.semgrep import SemgrepScanner, parsable_pack
 
     text = source.read_text()
-    digest = hashlib.sha256((SemgrepScanner().version() + text).encode()).hexdigest()[:16]
-    rules_dir = Path(os.environ.get("VUL2SAFE_RULES_DIR") or home() / "rules")
-    path = rules_dir / f"icd-{language}-{digest}.json"
-    dropped_file = path.with_suffix(".dropped")
+    path, dropped = parsable_pack(f"icd-{language}", text, json.loads(text)["rules"])
     with _lock:
-        if not path.exists():
-            rules_dir.mkdir(parents=True, exist_ok=True)
-            broken = unparsable_rules(text, rules_dir)
-            rules = json.loads(text)["rules"]
-            kept = [rule for rule in rules if rule["id"] not in broken]
-            write_text_atomic(dropped_file, "\n".join(sorted(broken)))
-            write_text_atomic(path, json.dumps({"rules": kept}, sort_keys=True))
-        dropped = [r for r in dropped_file.read_text().splitlines() if r]
         if dropped and language not in DROPPED:
             DROPPED[language] = dropped
             print(

@@ -125,17 +125,29 @@ def pack_file(pack: str) -> Path:
     """
     rules = build_pack(pack)
     text = json.dumps({"rules": rules}, sort_keys=True, indent=1)
-    version = SemgrepScanner().version()
-    digest = hashlib.sha256((version + text).encode()).hexdigest()[:16]
+    return parsable_pack(f"semgrep-{pack}", text, rules, indent=1)[0]
+
+
+def parsable_pack(
+    stem: str, text: str, rules: Sequence[dict[str, Any]], *, indent: int | None = None
+) -> tuple[Path, list[str]]:
+    """``rules`` (whose JSON is ``text``) minus those this engine cannot parse, written once
+    as ``<rules dir>/<stem>-<digest>.json``; the digest covers the engine version and
+    ``text``, so concurrent runs agree. Returns the file and the dropped rule ids (kept
+    beside it in ``.dropped``). Shared by :func:`pack_file` and the ``icd`` scanner."""
+    digest = hashlib.sha256((SemgrepScanner().version() + text).encode()).hexdigest()[:16]
     rules_dir = Path(os.environ.get("VUL2SAFE_RULES_DIR") or home() / "rules")
-    path = rules_dir / f"semgrep-{pack}-{digest}.json"
+    path = rules_dir / f"{stem}-{digest}.json"
+    dropped_file = path.with_suffix(".dropped")
     with _pack_lock:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            broken = unparsable_rules(text, path.parent)
+            rules_dir.mkdir(parents=True, exist_ok=True)
+            broken = unparsable_rules(text, rules_dir)
             kept = [rule for rule in rules if rule["id"] not in broken]
-            write_text_atomic(path, json.dumps({"rules": kept}, sort_keys=True, indent=1))
-    return path
+            write_text_atomic(dropped_file, "\n".join(sorted(broken)))
+            write_text_atomic(path, json.dumps({"rules": kept}, sort_keys=True, indent=indent))
+        listed = dropped_file.read_text() if dropped_file.is_file() else ""
+    return path, [rule for rule in listed.splitlines() if rule]
 
 
 def unparsable_rules(text: str, workdir: Path) -> set[str]:

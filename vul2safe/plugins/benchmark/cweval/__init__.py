@@ -27,9 +27,7 @@ from vul2safe.benchmark import (
     BenchmarkKind,
     DatasetUnavailable,
     Task,
-    restrict_languages,
 )
-from vul2safe.errors import UsageError
 from vul2safe.hookspecs import Register
 from vul2safe.plugins.benchmark.cweval.tasks import (
     assemble,
@@ -92,21 +90,15 @@ class CWEval(Benchmark):
             )
         return root
 
-    def load(
-        self,
-        data_dir: Path | str | None = None,
-        limit: int | None = None,
-        languages: Sequence[str] | None = None,
-    ) -> list[Task]:
-        """Every task, core then lang, languages in upstream's order, files in name order."""
-        if limit is not None and limit < 1:
-            raise UsageError(f"--limit must be >= 1, got {limit}")
+    def _load_records(self, data_dir: Path | str | None) -> list[dict[str, Any]]:
+        """One record per task's files, core then lang, languages in upstream's order, files
+        in name order; the shared :meth:`Benchmark.load` filters, limits and converts them."""
         root = self.locate(data_dir)
         assert root is not None  # locate raises instead
-        tasks = restrict_languages(
-            [build_task(f) for f in find_task_files(root)], languages, self.name
-        )
-        return tasks[:limit] if limit is not None else tasks
+        return [{"files": files} for files in find_task_files(root)]
+
+    def _to_task(self, record: dict[str, Any], where: str) -> Task:
+        return build_task(record["files"])
 
     def resolve_task_id(self, value: object) -> str:
         """``py/cwe_078_0``; upstream's file stems (``cwe_022_0_c``) are accepted too."""

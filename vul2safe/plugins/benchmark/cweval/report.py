@@ -7,12 +7,11 @@ the other functional benchmarks': two verdicts per sample, and the scanner agree
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vul2safe.benchmark import Benchmark, dataset_hash
+from vul2safe.benchmark import Benchmark, dataset_hash, jsonl_rows
 from vul2safe.errors import InputError
 
 __all__ = ["agreement_markdown", "evaluate_samples_file", "print_summary", "read_jsonl"]
@@ -26,17 +25,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read samples file {path}: {exc}") from None
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{path}:{number}: expected a JSON object")
-        rows.append({**row, "line": number})
+    rows = [{**row, "line": number} for number, row in jsonl_rows(path, text)]
     if not rows:
         raise InputError(f"{path}: no samples (expected JSONL lines of {{task_id, solution}})")
     return rows
