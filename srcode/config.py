@@ -231,7 +231,8 @@ def _yaml_loader() -> Any:
     return Loader
 
 
-def _load_yaml(text: str) -> Any:
+def load_yaml(text: str) -> Any:
+    """YAML as every srcode config is read (:func:`_yaml_loader`; ``srcode reward`` too)."""
     import yaml
 
     return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass: safe
@@ -245,7 +246,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> SRCodeC
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = _load_yaml(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -345,7 +346,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {override!r}: {part} is not a section")
-    node[parts[-1]] = _load_yaml(value) if value.strip() else None
+    node[parts[-1]] = load_yaml(value) if value.strip() else None
 
 
 def config_to_dict(config: BaseModel) -> dict[str, Any]:

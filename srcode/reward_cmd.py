@@ -89,21 +89,24 @@ def read_reward_samples(path: Path) -> list[dict[str, Any]]:
 def _snippets(row: dict[str, Any]) -> tuple[str, ...]:
     from srcode.rewards import secure_snippets
 
-    reference = row.get("reference") or ""
     if row.get("secure_spans"):
-        return secure_snippets({"reference": reference, "secure_spans": row["secure_spans"]})
+        return secure_snippets(row)
+    reference = row.get("reference") or ""
     return tuple(line.strip() for line in reference.splitlines() if line.strip())
 
 
 def _load_config(path: Path | None) -> tuple[dict[str, Any], str | None]:
     """The ``reward:`` mapping and ``model.path`` of a srcode YAML config (or a bare
-    ``reward:`` file); read directly so scoring needs no model or data section."""
+    ``reward:`` file); read directly so scoring needs no model or data section, but with
+    the loader ``srcode ppo`` reads the same file with (``1e-4`` is a number)."""
     if path is None:
         return {}, None
     import yaml
 
+    from srcode.config import load_yaml
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("reward", {}) or {}, dict):

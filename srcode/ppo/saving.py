@@ -10,11 +10,13 @@ prompts and samples (bit-identical to an uninterrupted run on CPU).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from srcode.errors import ConfigError
+from vul2safe.fileio import write_text_atomic
 
 
 class CheckpointMixin:
@@ -44,7 +46,7 @@ class CheckpointMixin:
             self.load_checkpoint(self._checkpoint_to_resume())
             if acc.is_main_process and metrics_path.exists():  # drop steps we will redo
                 kept = [m for m in iter_metrics(metrics_path) if m["step"] <= self.step]
-                metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+                write_text_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
         elif acc.is_main_process:
             metrics_path.unlink(missing_ok=True)
         if acc.is_main_process and run.tensorboard:
@@ -53,8 +55,6 @@ class CheckpointMixin:
             while self.step < run.steps:
                 metrics = self.step_once()
                 if acc.is_main_process:
-                    import time
-
                     metrics["time"] = time.time()
                     with metrics_path.open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps(metrics) + "\n")
@@ -89,7 +89,7 @@ class CheckpointMixin:
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
             state = {"step": self.step, "kl_coef": self.kl_ctl.value, "model": self.model_path}
-            (path / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+            write_text_atomic(path / "trainer_state.json", json.dumps(state, indent=2) + "\n")
         self.accelerator.wait_for_everyone()
         return path
 

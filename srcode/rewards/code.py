@@ -41,11 +41,12 @@ import re
 import tokenize
 from dataclasses import dataclass, field
 
-from srcode.rewards.spans import Span, _dedent, _Lines, _located_span, locate_code
+from srcode.rewards.spans import Span, _Lines, _located_span, locate_code
 from vul2safe.extract import (
     _LANGUAGE_ALIASES,
     Extraction,
     _check,
+    _dedent,
     _fence,
     _has_substance,
     _is_prose_line,

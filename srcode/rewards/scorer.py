@@ -249,6 +249,7 @@ class RolloutScorer:
             rollouts, answers, segments, verdicts, strict=True
         ):
             invalid = ext.status is not OutputClass.ok
+            scanned = _all_scanned(pieces)
             breakdown = reward_breakdown(
                 rollout.response,
                 rollout.offsets,
@@ -256,7 +257,7 @@ class RolloutScorer:
                 segments=pieces,
                 functional=implemented,
                 invalid=invalid,
-                scanned=_all_scanned(pieces),
+                scanned=scanned,
                 unscannable=any(s.failed and not s.optional for s in pieces),
                 config=self.config,
             )
@@ -270,7 +271,7 @@ class RolloutScorer:
                     ext.status.value,
                     ext.code,
                     primary.offset if primary else None,
-                    _all_scanned(pieces),
+                    scanned,
                     breakdown,
                     pieces,
                     implemented,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from vul2safe.extract import _dedent  # extract_code's own: blocks dedent the same way
 from vul2safe.schema import Finding
 
 if TYPE_CHECKING:
@@ -182,14 +183,6 @@ def locate_code(response: str, code: str) -> tuple[int, int] | None:
             ):
                 return lines.starts[k] + len(prefix), indent
     return None
-
-
-def _dedent(line: str, indent: int) -> str:
-    """Remove up to ``indent`` leading blanks, as extract_code does to a fenced block."""
-    i = 0
-    while i < indent and i < len(line) and line[i] in " \t":
-        i += 1
-    return line[i:]
 
 
 # ------------------------------------------------------------------------------- tokens

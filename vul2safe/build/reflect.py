@@ -34,7 +34,7 @@ import functools
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,14 +182,6 @@ def conversation_turns(pair: RepairPair) -> list[str]:
     ]
 
 
-def _validator(step: str, n_lines: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    if step == "analyse":
-        return functools.partial(validate_analysis, n_lines=n_lines)
-    if step == "judge":
-        return validate_judgement
-    return functools.partial(validate_reflection, n_lines=n_lines)
-
-
 def _run_votes(
     pairs: Sequence[RepairPair], teacher: CachedTeacher, config: ReflectConfig
 ) -> dict[str, list[dict[str, Any]]]:
@@ -216,7 +208,9 @@ def _run_votes(
                 key=f"{vote.pair.pair_id}:v{vote.index}:{step}",
                 messages=vote.messages,
                 sample_index=vote.index,
-                validate=_validator(step, len(vote.pair.vulnerable.splitlines())),
+                validate=functools.partial(  # the judge's reply has no lines to range-check
+                    validate_reply, step, n_lines=len(vote.pair.vulnerable.splitlines())
+                ),
             )
             for vote in active
         ]

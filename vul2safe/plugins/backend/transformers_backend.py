@@ -263,11 +263,10 @@ class TransformersSession(Session):
         ``budget``: the tokens this request could generate (default ``params.max_tokens``)."""
         eos_at = next((i for i, tok in enumerate(row) if tok in self.eos_ids), None)
         body = row if eos_at is None else row[:eos_at]
-        text = self.tokenizer.decode(body, skip_special_tokens=True)
-        text, stopped = truncate_at_stop(text, params.stop)
+        full = self.tokenizer.decode(body, skip_special_tokens=True)
+        text, stopped = truncate_at_stop(full, params.stop)
         if stopped:
             # fewest tokens whose text reaches past the cut: the tokens the model really spent
-            full = self.tokenizer.decode(body, skip_special_tokens=True)
             cut = len(text) + min(
                 (len(s) for s in params.stop if s and full.startswith(s, len(text))), default=0
             )
