@@ -35,12 +35,22 @@ import tarfile
 
 if __name__ == "__main__":  # in the sandbox, the runner is bound beside this file (the host
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # imports only HEADER)
-    from runner import EXIT_ERROR, _check, _drop_caps, _libc, set_limits
+    from runner import (
+        _CLONE_NEWNS,
+        _MS_NODEV,
+        _MS_NOSUID,
+        _MS_PRIVATE,
+        _MS_REC,
+        _PR_SET_CHILD_SUBREAPER,
+        _PR_SET_DUMPABLE,
+        EXIT_ERROR,
+        _check,
+        _drop_caps,
+        _libc,
+        set_limits,
+    )
 
 HEADER = 4096  # bytes reserved for the JSON report at the start of OUT_FD
-_CLONE_NEWNS = 0x00020000
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 0x4000, 1 << 18
-_PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
 
 
 def _report(out_fd, info):
