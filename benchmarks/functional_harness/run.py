@@ -80,7 +80,9 @@ def _hf_execute(program: str, result: list, timeout: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = os.getcwd()
         os.chdir(tmp)
-        chdir, rmtree = os.chdir, __import__("shutil").rmtree
+        # saved before the guard and put back after, as HF's unsafe_execute does, so the
+        # temporary directory can still be removed
+        chdir, rmdir, rmtree = os.chdir, os.rmdir, __import__("shutil").rmtree
         _guard()
 
         def alarm(signum: int, frame: object) -> None:
@@ -99,6 +101,7 @@ def _hf_execute(program: str, result: list, timeout: float) -> None:
         except BaseException as e:
             result.append(f"failed: {e}")
         chdir(cwd)
+        os.chdir, os.rmdir = chdir, rmdir
         __import__("shutil").rmtree = rmtree
 
 
