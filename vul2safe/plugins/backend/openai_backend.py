@@ -31,6 +31,7 @@ reported as one line naming the task — pass ``--max-tokens`` then.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -218,21 +219,29 @@ class OpenAISession(Session):
             return
         workers = max(1, min(self.options.concurrency, len(requests)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=POOL_THREAD_PREFIX)
-        pending: dict[Future[Completion], int] = {
-            pool.submit(self._request, request, params): index
-            for index, request in enumerate(requests)
-        }
+        queue = iter(enumerate(requests))
+        pending: dict[Future[Completion], int] = {}
+
+        def top_up() -> None:
+            # at most `workers` requests submitted at a time, and new ones only after a
+            # success: once a request fails, nothing further reaches the server
+            for index, request in itertools.islice(queue, workers - len(pending)):
+                pending[pool.submit(self._request, request, params)] = index
+
         finished = False
         try:
+            top_up()
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     index = pending.pop(future)
-                    yield index, future.result()
+                    completion = future.result()
+                    top_up()
+                    yield index, completion
             finished = True
         finally:
-            # on an error or an early stop, queued requests are dropped; calls already on the
-            # wire end on their own (bounded by the timeout) rather than blocking the caller
+            # on an error or an early stop, calls already on the wire end on their own
+            # (bounded by the timeout) rather than blocking the caller
             pool.shutdown(wait=finished, cancel_futures=True)
 
     def _request(self, request: GenerationRequest, params: SamplingParams) -> Completion:
