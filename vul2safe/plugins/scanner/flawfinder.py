@@ -27,8 +27,6 @@ import hashlib
 import importlib.util
 import os
 import re
-import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from functools import cache
@@ -37,6 +35,7 @@ from pathlib import Path
 from vul2safe import hookimpl
 from vul2safe.errors import ScannerFailed
 from vul2safe.hookspecs import Register
+from vul2safe.plugins.scanner._tool import cli_version, installed_command
 from vul2safe.scanning import (
     Availability,
     BatchResult,
@@ -78,11 +77,7 @@ def _flawfinder_command() -> tuple[str, ...] | None:
     ``-X utf8`` can be set), then a console script beside the interpreter, then on PATH."""
     if importlib.util.find_spec("flawfinder") is not None:
         return (sys.executable, "-X", "utf8", "-m", "flawfinder")
-    sibling = Path(sys.executable).parent / "flawfinder"
-    if sibling.is_file():
-        return (str(sibling),)
-    exe = shutil.which("flawfinder")
-    return (exe,) if exe else None
+    return installed_command("flawfinder")
 
 
 class FlawfinderScanner(Scanner):
@@ -94,17 +89,7 @@ class FlawfinderScanner(Scanner):
 
     @cache  # noqa: B019 - one instance per process; the tool version cannot change under us
     def version(self) -> str:
-        command = _flawfinder_command()
-        if command is None:
-            return "unavailable"
-        try:
-            out = subprocess.run(
-                [*command, "--version"], capture_output=True, text=True, check=False, timeout=60
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return "unknown"
-        first = (out.stdout or out.stderr).strip().splitlines()
-        return first[0].split()[-1] if first else "unknown"
+        return cli_version(_flawfinder_command())
 
     def available(self) -> Availability:
         if _flawfinder_command() is None:
