@@ -472,3 +472,29 @@ def test_exec_mode_runs_like_code_eval() -> None:
     assert _sandbox_uid_processes() == []
     with pytest.raises(ValueError, match="unknown run mode"):
         run_programs(["pass\n"], mode="eval")  # type: ignore[arg-type]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("warm", [True, False], ids=["fork-server", "bwrap-per-program"])
+def test_every_exec_program_sees_the_whole_guard(
+    monkeypatch: pytest.MonkeyPatch, warm: bool
+) -> None:
+    """An exec-only fork server applies ``reliability_guard`` to itself once; each program must
+    still see all of it, also after a program that imported numpy (whose child undoes the
+    guard for that import and applies it again) and on the bwrap-per-program path."""
+    monkeypatch.setitem(sandbox._warm_ok, True, warm)
+    from vul2safe.sandbox._runner import _BLOCKED_MODULES, _GUARDED_OS
+
+    check = (
+        "import builtins, os, shutil, subprocess, sys\n"
+        f"assert all(getattr(os, n) is None for n in {_GUARDED_OS!r})\n"
+        "assert shutil.rmtree is shutil.move is shutil.chown is subprocess.Popen is None\n"
+        "assert builtins.exit is builtins.quit is builtins.help is None\n"
+        f"assert all(sys.modules[n] is None for n in {_BLOCKED_MODULES!r})\n"
+        "assert os.environ['OMP_NUM_THREADS'] == '1'\n"
+        "try:\n    import resource\nexcept ImportError:\n    pass\n"
+        "else:\n    raise AssertionError('resource is importable')\n"
+    )
+    numpy = "import numpy as np\nassert int(np.arange(4).sum()) == 6\n"
+    results = run_programs([check, numpy + check, check], jobs=1, mode="exec")
+    assert [r.status for r in results] == [ExecStatus.PASSED] * 3, results

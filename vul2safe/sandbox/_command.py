@@ -46,6 +46,7 @@ if __name__ == "__main__":  # in the sandbox, the runner is bound beside this fi
         EXIT_ERROR,
         _check,
         _drop_caps,
+        _empty_caps,
         _libc,
         set_limits,
     )
@@ -86,7 +87,7 @@ def _command(argv, uid, limits, work, libc):
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)  # from root: this also clears every capability
-        _drop_caps(libc)  # in a user namespace the supervisor's caps would remain
+        _drop_caps(libc, _empty_caps())  # in a user namespace the supervisor's caps remain
         set_limits(*limits)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     except BaseException as e:
