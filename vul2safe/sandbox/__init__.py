@@ -6,7 +6,7 @@ working dirs, a cleared environment and, as root, a private uid (see ``_core``).
 through warm fork servers inside bubblewrap (host side ``_pool``, inside ``_runner``): each
 forks one child per program, in its own pid and mount namespace, instead of starting bwrap
 and an interpreter each time (where the server cannot start, each program gets its own
-bwrap: same isolation, slower). Commands (:func:`run_command`) get one bwrap each, and a
+bwrap: same isolation, slower); servers stay warm between calls (``_workers``). Commands (:func:`run_command`) get one bwrap each, and a
 copy of their work folder on a tmpfs capped in bytes and files (``_command``): a hostile
 command fills its own RAM-backed folder, never the host's disk.
 
@@ -28,9 +28,10 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from vul2safe.errors import SandboxUnavailable
+from vul2safe.sandbox import _workers
 from vul2safe.sandbox._command import HEADER
 from vul2safe.sandbox._core import (
     COMMAND,
@@ -51,6 +52,9 @@ from vul2safe.sandbox._core import (
     next_uid,
     python_paths,
 )
+
+if TYPE_CHECKING:
+    from vul2safe.sandbox._pool import ForkServer
 
 __all__ = [
     "TAIL_BYTES",
@@ -226,31 +230,28 @@ def run_programs(
     lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def worker() -> None:
-        from vul2safe.sandbox._pool import ForkServer
-
+    def drain(server: ForkServer) -> None:  # runs in a worker thread that owns ``server``
         try:
-            with ForkServer(lim, sandboxed) as server:
-                while not errors:
-                    with lock:
-                        i = next(next_index, None)
-                    if i is None:
-                        return
-                    if warm:
-                        results[i] = server.run(programs[i], mode, lim)
-                    else:
-                        results[i] = _run_one(programs[i], lim, sandboxed, mode)
-                    if progress is not None:
-                        progress(1)
+            while not errors:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                if warm:
+                    results[i] = server.run(programs[i], mode, lim)
+                else:
+                    results[i] = _run_one(programs[i], lim, sandboxed, mode)
+                if progress is not None:
+                    progress(1)
         except BaseException as exc:  # re-raised in the caller's thread below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, name=f"vul2safe-sandbox-{n}", daemon=True)
-               for n in range(workers)]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    leased = _workers.lease((sandboxed, mode, lim), workers)
+    try:
+        for done in [worker.submit(drain) for worker in leased]:
+            done.wait()
+    finally:
+        _workers.give_back(leased, keep=not errors)
     if errors:
         raise errors[0]
     return [r for r in results if r is not None]

@@ -32,9 +32,17 @@ from vul2safe.sandbox._core import (
 
 _GRACE_S = 10.0  # the server answers within timeout + this, or it is replaced
 #: CPU seconds used by closed fork servers and all they ran (bwrap's pid namespace hides
-#: them from RUSAGE_CHILDREN); benchmarks/functional_harness reads it
+#: them from RUSAGE_CHILDREN)
 closed_servers_cpu_s = 0.0
 _cpu_lock = threading.Lock()
+_live: set[ForkServer] = set()
+
+
+def servers_cpu_s() -> float:
+    """CPU seconds of every fork server of this process so far, open or closed, and all
+    they ran (what ``benchmarks/functional_harness`` adds to the host's own)."""
+    with _cpu_lock:
+        return closed_servers_cpu_s + sum(server.cpu_s for server in _live)
 
 
 class ServerError(RuntimeError):
@@ -42,15 +50,24 @@ class ServerError(RuntimeError):
 
 
 class ForkServer:
-    """One warm worker. Not thread-safe: a thread owns it and runs one program at a time."""
+    """One warm worker. Not thread-safe: a thread owns it and runs one program at a time.
 
-    def __init__(self, limits: SandboxLimits, sandboxed: bool) -> None:
-        self.limits, self.sandboxed = limits, sandboxed
+    ``only_mode="exec"``: a server for ``exec`` programs only, which applies
+    ``reliability_guard`` to itself once instead of once per program (see ``_runner.serve``).
+    """
+
+    def __init__(
+        self, limits: SandboxLimits, sandboxed: bool, only_mode: str | None = None
+    ) -> None:
+        self.limits, self.sandboxed, self.only_mode = limits, sandboxed, only_mode
         self.root = sandboxed and os.geteuid() == 0
-        self.scratch = tempfile.mkdtemp(prefix="vul2safe-srv-")
+        # sandboxed servers need no host folder (and kept ones must not leave one behind)
+        self.scratch = "" if sandboxed else tempfile.mkdtemp(prefix="vul2safe-srv-")
         self.proc: subprocess.Popen[bytes] | None = None
         self.info_r: int | None = None
         self.cpu_s = 0.0  # what the running server reported last
+        with _cpu_lock:
+            _live.add(self)
 
     def _start(self) -> subprocess.Popen[bytes]:
         exe, _, site = python_paths()
@@ -67,9 +84,10 @@ class ForkServer:
             argv += [*inner, "/prog/runner.py", "serve", "1", "/sandbox", site_arg]
         else:
             argv = [*inner, RUNNER, "serve", "0", self.scratch, site_arg]
+        argv += ["exec"] if self.only_mode == "exec" else []
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=clean_env(self.scratch), cwd="/" if self.sandboxed else self.scratch,
+            env=clean_env(self.scratch or "/nonexistent"), cwd=self.scratch or "/",
             start_new_session=True, umask=0o022,
             pass_fds=() if info_w is None else (info_w,),
         )  # fmt: skip
@@ -154,4 +172,7 @@ class ForkServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        with _cpu_lock:
+            _live.discard(self)
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
