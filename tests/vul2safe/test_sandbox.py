@@ -498,3 +498,29 @@ def test_every_exec_program_sees_the_whole_guard(
     numpy = "import numpy as np\nassert int(np.arange(4).sum()) == 6\n"
     results = run_programs([check, numpy + check, check], jobs=1, mode="exec")
     assert [r.status for r in results] == [ExecStatus.PASSED] * 3, results
+
+
+@needs_bwrap
+def test_warm_servers_are_kept_between_calls_and_a_forked_child_starts_its_own() -> None:
+    """A second call leases the servers the first one started (no bwrap start-up); a child
+    forked meanwhile (multiprocessing's default here) has none of their threads and starts
+    its own instead of waiting on them."""
+    import multiprocessing
+
+    from vul2safe.sandbox import _workers
+
+    assert sandbox._warm_available(True), "the warm fork server does not start here"
+    _workers.stop_idle()
+    run_programs(["x = 1\n"] * 4, jobs=2, mode="exec")
+    first = {id(w) for w in _workers._idle}
+    assert len(first) == 2
+    run_programs(["x = 2\n"] * 4, jobs=2, mode="exec")
+    assert {id(w) for w in _workers._idle} == first
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        status = pool.apply(_status_of_one_program, ("assert 1 + 1 == 2\n",))
+    assert status == "passed"
+
+
+def _status_of_one_program(code: str) -> str:
+    return run_programs([code], mode="exec")[0].status.value

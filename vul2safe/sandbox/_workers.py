@@ -67,7 +67,7 @@ _lock = threading.Lock()
 def lease(key: Key, count: int) -> list[Worker]:
     """``count`` workers for these settings: idle ones first, then new ones."""
     with _lock:
-        mine = [w for w in _idle if w.key == key][:count]
+        mine = [w for w in _idle if w.key == key and w.is_alive()][:count]
         for worker in mine:
             _idle.remove(worker)
     while len(mine) < count:
@@ -87,6 +87,16 @@ def give_back(workers: list[Worker], keep: bool) -> None:
                 worker.stop()
         while len(_idle) > MAX_IDLE:  # the least recently returned go first
             _idle.pop(0).stop()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of these threads (and maybe a lock held by one): start over."""
+    global _lock
+    _lock = threading.Lock()
+    _idle.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register
