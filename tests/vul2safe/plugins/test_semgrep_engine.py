@@ -15,6 +15,7 @@ import pytest
 
 from vul2safe import tools
 from vul2safe.languages import extension_for
+from vul2safe.plugins.scanner import semgrep as semgrep_plugin
 from vul2safe.plugins.scanner.semgrep import SemgrepScanner, pack_file
 from vul2safe.scanning import ScanOptions, ScanTarget
 
@@ -37,33 +38,68 @@ def _targets(shared_data: Path, root: Path, n: int) -> list[ScanTarget]:
     return targets
 
 
+@pytest.fixture(scope="module")
+def snippets(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[ScanTarget]:
+    root = tmp_path_factory.mktemp("code")
+    return _targets(shared_data, root, 400)
+
+
+@pytest.fixture(scope="module")
+def cli_findings(snippets: list[ScanTarget]) -> set[tuple[str, str, int, int]]:
+    """What the ``semgrep`` CLI of the same wheel finds in the snippets' folder."""
+    cli = tools.venv_dir() / "bin" / "semgrep"
+    proc = subprocess.run(
+        [str(cli), "scan", "--json", "--quiet", "--metrics=off", "--disable-version-check",
+         "--disable-nosem", "--no-git-ignore", "--jobs=2", f"--config={pack_file('icd')}",
+         str(snippets[0].path.parent)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    return {
+        (Path(r["path"]).name, r["check_id"].rsplit(".", 1)[-1], r["start"]["line"], line)
+        for r in report["results"]
+        for line in [r["end"]["line"]]
+    }
+
+
 @pytest.mark.integration
-def test_engine_and_cli_find_the_same(shared_data: Path, tmp_path: Path) -> None:
-    root = tmp_path / "code"
-    root.mkdir()
-    targets = _targets(shared_data, root, 400)
-    scanner = SemgrepScanner()
-    engine = scanner.scan_batch(targets, ScanOptions(jobs=2), timeout_s=600)
+@pytest.mark.parametrize("processes", [1, 3])
+def test_engine_and_cli_find_the_same(
+    snippets: list[ScanTarget],
+    cli_findings: set[tuple[str, str, int, int]],
+    processes: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One engine process, and the batch split over three (what large batches get)."""
+    if processes > 1:
+        monkeypatch.setattr(semgrep_plugin, "SPLIT_BYTES", 1024)
+    options = ScanOptions(jobs=2)
+    assert len(semgrep_plugin.split_for_engines(snippets, options.jobs)) == processes
+    engine = SemgrepScanner().scan_batch(snippets, options, timeout_s=600)
     ours = {
         (Path(path).name, f.rule_id, f.start_line, f.end_line)
         for path, found in engine.findings.items()
         for f in found
     }
-    cli = tools.venv_dir() / "bin" / "semgrep"
-    proc = subprocess.run(
-        [str(cli), "scan", "--json", "--quiet", "--metrics=off", "--disable-version-check",
-         "--disable-nosem", "--no-git-ignore", "--jobs=2", f"--config={pack_file('icd')}",
-         str(root)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    report = json.loads(proc.stdout)
-    theirs = {
-        (Path(r["path"]).name, r["check_id"].rsplit(".", 1)[-1], r["start"]["line"], line)
-        for r in report["results"]
-        for line in [r["end"]["line"]]
-    }
     assert len(ours) > 100  # real findings, not two empty sets
-    assert ours == theirs
+    assert ours == cli_findings
+
+
+def test_large_batches_are_split_by_cost_small_ones_are_not(tmp_path: Path) -> None:
+    """Largest first to the lightest part, weighed superlinearly: one huge function ends up
+    (nearly) alone; a 16-sample batch stays in one process."""
+    sizes = [600_000, *[20_000] * 40]
+    targets = []
+    for index, size in enumerate(sizes):
+        path = tmp_path / f"s{index}.c"
+        path.write_text("x" * size)
+        targets.append(ScanTarget(str(index), "c", path))
+    parts = semgrep_plugin.split_for_engines(targets, jobs=2)
+    assert sorted(len(part) for part in parts) == [1, 20, 20]
+    assert [t.sample_id for t in min(parts, key=len)] == ["0"]
+    assert sorted(t.sample_id for part in parts for t in part) == sorted(map(str, range(41)))
+    assert len(semgrep_plugin.split_for_engines(targets[1:17], jobs=2)) == 1
+    assert len(semgrep_plugin.split_for_engines(targets, jobs=1)) == 1
 
 
 def test_version_is_the_engine_binarys() -> None:
