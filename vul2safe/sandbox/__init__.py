@@ -6,9 +6,10 @@ working dirs, a cleared environment and, as root, a private uid (see ``_core``).
 through warm fork servers inside bubblewrap (host side ``_pool``, inside ``_runner``): each
 forks one child per program, in its own pid and mount namespace, instead of starting bwrap
 and an interpreter each time (where the server cannot start, each program gets its own
-bwrap: same isolation, slower); servers stay warm between calls (``_workers``). Commands (:func:`run_command`) get one bwrap each, and a
-copy of their work folder on a tmpfs capped in bytes and files (``_command``): a hostile
-command fills its own RAM-backed folder, never the host's disk.
+bwrap: same isolation, slower); servers stay warm between calls (``_workers``). Commands
+(:func:`run_command`) get one bwrap each, and a copy of their work folder on a tmpfs capped in
+bytes and files (``_command``): a hostile command fills its own RAM-backed folder, never the
+host's disk.
 
 Public API: :func:`run_program`, :func:`run_programs`, :func:`run_command`,
 :func:`sandbox_available`, :class:`SandboxLimits`, :class:`ExecResult`, :class:`ExecStatus`.
