@@ -231,8 +231,10 @@ def run_programs(
     lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def drain(server: ForkServer) -> None:  # runs in a worker thread that owns ``server``
+    def drain(server: ForkServer | BaseException) -> None:  # in the thread owning ``server``
         try:
+            if isinstance(server, BaseException):
+                raise server
             while not errors:
                 with lock:
                     i = next(next_index, None)

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from vul2safe.sandbox._core import SandboxLimits
     from vul2safe.sandbox._pool import ForkServer
 
-Task = Callable[["ForkServer"], None]
+#: what a call hands a worker: it runs with the worker's server, or the error that kept the
+#: server from being made (the task raises it in its own error handling)
+Task = Callable[["ForkServer | BaseException"], None]
 Key = tuple[bool, str, "SandboxLimits"]
 #: idle workers kept in all; a call that needs more starts them, extra ones stop on return
 MAX_IDLE = 2 * (os.cpu_count() or 1)
@@ -43,13 +45,21 @@ class Worker(threading.Thread):
         from vul2safe.sandbox._pool import ForkServer
 
         sandboxed, mode, limits = self.key
-        with ForkServer(limits, sandboxed, only_mode=mode) as server:
+        server: ForkServer | BaseException
+        try:
+            server = ForkServer(limits, sandboxed, only_mode=mode)
+        except BaseException as exc:  # e.g. no scratch folder: each task gets the error
+            server = exc
+        try:
             while (item := self.inbox.get()) is not None:
                 task, done = item
                 try:
                     task(server)  # the task records its own errors
                 finally:
                     done.set()
+        finally:
+            if not isinstance(server, BaseException):
+                server.__exit__(None, None, None)
 
     def submit(self, task: Task) -> threading.Event:
         done = threading.Event()
