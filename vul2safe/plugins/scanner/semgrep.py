@@ -284,7 +284,7 @@ def split_for_engines(targets: Sequence[ScanTarget], jobs: int) -> list[list[Sca
     """Split a large batch over ``jobs + 1`` engine processes, run at once.
 
     Separate single-threaded processes, because the engine's own ``--jobs`` lost here. On the
-    600 functions of ``benchmarks/scan_throughput`` (2 cores, one run of each, back to back):
+    600 functions of ``benchmarks/scan_throughput`` (2 cores, three rounds, interleaved):
     one process ``--jobs=2`` 5.3-5.8 s, two ``--jobs=1`` processes 4.2-4.6 s, three 3.2 s.
     Matching cost grows much faster than size on a few huge functions (one 114 KB C function
     took 1.4 s of 3.3 s, 0.9 s alone), so files are dealt largest first to the lightest part
