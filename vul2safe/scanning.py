@@ -78,6 +78,12 @@ class BatchResult:
     errors: dict[str, str] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
 
+    def update(self, other: BatchResult) -> None:
+        """Add another part of the same batch (disjoint files) to this one."""
+        self.findings.update(other.findings)
+        self.errors.update(other.errors)
+        self.failed.update(other.failed)
+
 
 class Scanner:
     """Base class for scanner plugins. Subclasses set the class attributes and implement
@@ -459,9 +465,7 @@ def _scan_isolating(
         merged = BatchResult()
         for half in (targets[:middle], targets[middle:]):
             part = _scan_isolating(scanner, half, _shrunk(options, len(half)))
-            merged.findings.update(part.findings)
-            merged.errors.update(part.errors)
-            merged.failed.update(part.failed)
+            merged.update(part)
         return merged
 
 

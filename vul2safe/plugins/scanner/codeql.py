@@ -162,9 +162,7 @@ class CodeQLScanner(Scanner):
         try:
             for language, group in groups.items():
                 doc = _analyze(exe, language, group, workdir, options, deadline)
-                part = map_codeql_sarif(doc, group)
-                result.findings.update(part.findings)
-                result.errors.update(part.errors)
+                result.update(map_codeql_sarif(doc, group))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return result

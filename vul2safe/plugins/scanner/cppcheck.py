@@ -190,9 +190,7 @@ class CppcheckScanner(Scanner):
                 f"cppcheck failed (exit {proc.returncode}): "
                 f"{last_line(proc.stderr.split('<?xml')[0] or proc.stdout)}"
             )
-        parsed = parse_cppcheck_xml(proc.stderr, path_lookup(present))
-        result.findings.update(parsed.findings)
-        result.errors.update(parsed.errors)
+        result.update(parse_cppcheck_xml(proc.stderr, path_lookup(present)))
         return result
 
 

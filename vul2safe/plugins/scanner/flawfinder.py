@@ -130,9 +130,7 @@ class FlawfinderScanner(Scanner):
             raise ScannerFailed(
                 f"flawfinder failed (exit {proc.returncode}): {last_line(proc.stderr)}"
             )
-        parsed = parse_flawfinder_csv(proc.stdout, path_lookup(present, cwd))
-        result.findings.update(parsed.findings)
-        result.errors.update(parsed.errors)
+        result.update(parse_flawfinder_csv(proc.stdout, path_lookup(present, cwd)))
         return result
 
 
