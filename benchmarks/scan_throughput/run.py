@@ -32,7 +32,7 @@ from pathlib import Path
 from vul2safe import tools
 from vul2safe.cache import Cache
 from vul2safe.languages import detect_language, extension_for
-from vul2safe.plugins.scanner.semgrep import pack_file
+from vul2safe.plugins.scanner.semgrep import engine_args, pack_file
 from vul2safe.scanning import ScanOptions, scan_samples
 from vul2safe.schema import Sample, SampleResult
 
@@ -94,11 +94,8 @@ def semgrep_cmd(config: Path, targets: list[str]) -> list[str]:
 
 
 def engine_floor_cmd(config: Path, tree: Path) -> list[str]:
-    """The floor: the Semgrep engine binary alone, one process, over the folder."""
-    return [
-        str(tools.osemgrep()), "--experimental", "--json", "--quiet", "--metrics=off",
-        "--disable-nosem", "--no-git-ignore", "--jobs=1", f"--config={config}", str(tree),
-    ]  # fmt: skip
+    """The floor: the plugin's engine call alone, one process, over the folder."""
+    return [*engine_args([str(config)]), "--jobs=1", str(tree)]
 
 
 def bandit_cmd(targets: list[str]) -> list[str]:

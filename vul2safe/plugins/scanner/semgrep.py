@@ -80,6 +80,19 @@ def engine_command() -> tuple[str, ...]:
     return (str(tools.osemgrep()), "--experimental")
 
 
+def engine_args(configs: Sequence[str]) -> list[str]:
+    """The engine call the plugin makes, less ``--jobs`` and the folder to scan."""
+    return [
+        *engine_command(),
+        "--json",
+        "--quiet",
+        "--metrics=off",
+        "--disable-nosem",  # model output is untrusted: `# nosemgrep` must not hide it
+        "--no-git-ignore",
+        *(f"--config={config}" for config in configs),
+    ]
+
+
 def build_pack(pack: str) -> list[dict[str, Any]]:
     """The rules of one pack as Semgrep rule dicts (ids de-duplicated across languages)."""
     import yaml  # pyyaml: a core dependency
@@ -250,16 +263,7 @@ class SemgrepScanner(Scanner):
     def scan_batch(
         self, targets: Sequence[ScanTarget], options: ScanOptions, timeout_s: float
     ) -> BatchResult:
-        args = [
-            *engine_command(),
-            "--json",
-            "--quiet",
-            "--metrics=off",
-            "--disable-nosem",  # model output is untrusted: `# nosemgrep` must not hide it
-            "--no-git-ignore",
-        ]
-        for config in self._configs(options):
-            args.append(f"--config={config}")
+        args = engine_args(self._configs(options))
         parts = split_for_engines(targets, options.jobs)
         if len(parts) == 1:
             return _run_engine([*args, f"--jobs={max(1, options.jobs)}"], targets, timeout_s)
@@ -269,9 +273,7 @@ class SemgrepScanner(Scanner):
                 pool.submit(_run_engine, [*args, "--jobs=1"], part, timeout_s) for part in parts
             ]
             for future in futures:
-                part_result = future.result()
-                merged.findings.update(part_result.findings)
-                merged.errors.update(part_result.errors)
+                merged.update(future.result())
         return merged
 
 
